@@ -1,0 +1,125 @@
+"""`sparsetier run` (raw completion) and `sparsetier chat` (conversation with the chat template).
+
+stdout carries only generated text; progress, timings and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine import Engine, SamplingParams
+from ..engine.text import stream_text
+from ..errors import SparsetierError
+from ..tokenizer import encode_chat
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", "-t", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--ctx-size", "-c", type=int, default=4096, help="context size in tokens (default 4096)")
+    p.add_argument("--verbose", "-v", action="store_true", help="print prefill/decode speed to stderr")
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-tokens", "-n", type=int, default=256, help="tokens to generate at most (default 256)")
+    p.add_argument("--temperature", "--temp", type=float, default=0.8, help="0 means greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="0 disables (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="1 disables (default 0.95)")
+    p.add_argument("--min-p", type=float, default=0.05, help="0 disables (default 0.05)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="1 disables (default 1.0)")
+    p.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back on")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible output")
+    p.add_argument("--stop", action="append", default=[], metavar="STR", help="stop at this string (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence tokens")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="complete a raw prompt (MODEL may be omitted for the default model)")
+    p.add_argument("args", nargs="+", metavar="[MODEL] PROMPT")
+    add_engine_args(p)
+    add_sampling_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("chat", help="interactive chat from stdin, using the model's chat template")
+    p.add_argument("model", nargs="?", help="catalog name, .gguf path or Hugging Face folder")
+    p.add_argument("--system", default=None, help="system message")
+    add_engine_args(p)
+    add_sampling_args(p)
+    p.set_defaults(func=cmd_chat)
+
+
+def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
+    params = SamplingParams(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed,
+    )
+    params.validate()
+    if args.max_tokens < 1:
+        raise SparsetierError(f"--max-tokens must be >= 1, got {args.max_tokens}")
+    return params
+
+
+def load_engine(model: str | None, args: argparse.Namespace) -> Engine:
+    if args.ctx_size < 16:
+        raise SparsetierError(f"--ctx-size must be >= 16, got {args.ctx_size}")
+    return Engine.load(model, threads=args.threads, ctx_size=args.ctx_size)
+
+
+def _report(engine: Engine) -> None:
+    s = engine.stats
+    print(
+        f"\nprompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached), prefill {s.prefill_s * 1000:.0f} ms "
+        f"({s.prefill_tok_s:.1f} tok/s) | generated: {s.generated_tokens} tokens, decode {s.decode_tok_s:.1f} tok/s"
+        f" | finish: {s.finish_reason}",
+        file=sys.stderr,
+    )
+
+
+def _stream(engine: Engine, prompt: list[int], args: argparse.Namespace, params: SamplingParams) -> str:
+    out = []
+    for piece in stream_text(engine, prompt, params, args.max_tokens, args.stop, args.ignore_eos):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        out.append(piece)
+    return "".join(out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if len(args.args) > 2:
+        raise SparsetierError("run takes [MODEL] PROMPT: quote the prompt")
+    model, prompt = (None, args.args[0]) if len(args.args) == 1 else args.args
+    params = sampling_from_args(args)
+    engine = load_engine(model, args)
+    ids = engine.tokenizer.encode(prompt)
+    _stream(engine, ids, args, params)
+    sys.stdout.write("\n")
+    if args.verbose:
+        _report(engine)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    params = sampling_from_args(args)
+    engine = load_engine(args.model, args)
+    messages: list[dict[str, str]] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        prompt = encode_chat(engine.tokenizer, messages)
+        reply = _stream(engine, prompt, args, params)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        messages.append({"role": "assistant", "content": reply})
+        if args.verbose:
+            _report(engine)
+    return 0
