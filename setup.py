@@ -18,12 +18,16 @@ if sources and not os.environ.get("SPARSETIER_NO_EXT"):
 
     # -march=native: the extension is built on the machine that runs it (install time);
     # the code picks AVX-512 / AVX2 / scalar paths from the macros this defines.
+    # -ffp-contract=off: the dequantizers must round like the reference (d*q, then +m),
+    # so the compiler may not fuse a multiply and an add on its own; the kernels ask for
+    # fused multiply-adds explicitly where they want them.
     arch = os.environ.get("SPARSETIER_MARCH", "native")
     ext_modules.append(
         CppExtension(
             "sparsetier._C",
             sources,
-            extra_compile_args=["-O3", f"-march={arch}", "-fopenmp", "-std=c++17"],
+            depends=sorted(glob.glob("src/sparsetier/kernels/csrc/*.h")),
+            extra_compile_args=["-O3", f"-march={arch}", "-ffp-contract=off", "-fopenmp", "-std=c++20"],
             extra_link_args=["-fopenmp"],
         )
     )

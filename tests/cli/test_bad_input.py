@@ -16,8 +16,9 @@ from tests.helpers import real_model_path
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sparsetier.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sparsetier.cli.main", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -44,10 +45,17 @@ def write_tiny_gguf(path: str, arch: str = "llama") -> None:
     w.add_layer_norm_rms_eps(1e-5)
     rng = np.random.default_rng(0)
     shapes = {
-        "token_embd.weight": (64, dim), "output_norm.weight": (dim,), "blk.0.attn_norm.weight": (dim,),
-        "blk.0.attn_q.weight": (dim, dim), "blk.0.attn_k.weight": (dim, dim), "blk.0.attn_v.weight": (dim, dim),
-        "blk.0.attn_output.weight": (dim, dim), "blk.0.ffn_norm.weight": (dim,),
-        "blk.0.ffn_gate.weight": (ffn, dim), "blk.0.ffn_up.weight": (ffn, dim), "blk.0.ffn_down.weight": (dim, ffn),
+        "token_embd.weight": (64, dim),
+        "output_norm.weight": (dim,),
+        "blk.0.attn_norm.weight": (dim,),
+        "blk.0.attn_q.weight": (dim, dim),
+        "blk.0.attn_k.weight": (dim, dim),
+        "blk.0.attn_v.weight": (dim, dim),
+        "blk.0.attn_output.weight": (dim, dim),
+        "blk.0.ffn_norm.weight": (dim,),
+        "blk.0.ffn_gate.weight": (ffn, dim),
+        "blk.0.ffn_up.weight": (ffn, dim),
+        "blk.0.ffn_down.weight": (dim, ffn),
     }
     for name, shape in shapes.items():
         w.add_tensor(name, rng.standard_normal(shape).astype(np.float32))

@@ -21,8 +21,16 @@ from tests.helpers import hf_greedy
 transformers = pytest.importorskip("transformers")
 
 VOCAB = 512
-COMMON = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
-              vocab_size=VOCAB, max_position_embeddings=1024, initializer_range=0.3, rms_norm_eps=1e-6)
+COMMON = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=VOCAB,
+    max_position_embeddings=1024,
+    initializer_range=0.3,
+    rms_norm_eps=1e-6,
+)
 
 
 def _llama(**kw):
@@ -43,24 +51,56 @@ ARCHS = {
     "llama": lambda: _llama(),
     "llama-tied": lambda: _llama(tie_word_embeddings=True),
     "llama-mqa-wide-heads": lambda: _llama(num_key_value_heads=1, head_dim=32),
-    "llama3-rope-scaling": lambda: _llama(rope_parameters={
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
-    "llama-linear-rope": lambda: _llama(rope_parameters={"rope_type": "linear", "rope_theta": 10000.0,
-                                                         "factor": 4.0}),
+    "llama3-rope-scaling": lambda: _llama(
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        }
+    ),
+    "llama-linear-rope": lambda: _llama(
+        rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}
+    ),
     "llama-relu": lambda: _llama(hidden_act="relu"),
     "llama-drelu": _drelu_llama,
     "mistral-sliding": lambda: transformers.MistralForCausalLM(
-        transformers.MistralConfig(**{**COMMON, "num_hidden_layers": 2, "sliding_window": 24, "head_dim": 16})),
-    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**{**COMMON, "num_hidden_layers": 2})),
-    "qwen2-yarn": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**{
-        **COMMON, "num_hidden_layers": 2, "rope_parameters": {
-            "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 256}})),
+        transformers.MistralConfig(**{**COMMON, "num_hidden_layers": 2, "sliding_window": 24, "head_dim": 16})
+    ),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(
+        transformers.Qwen2Config(**{**COMMON, "num_hidden_layers": 2})
+    ),
+    "qwen2-yarn": lambda: transformers.Qwen2ForCausalLM(
+        transformers.Qwen2Config(
+            **{
+                **COMMON,
+                "num_hidden_layers": 2,
+                "rope_parameters": {
+                    "rope_type": "yarn",
+                    "rope_theta": 10000.0,
+                    "factor": 4.0,
+                    "original_max_position_embeddings": 256,
+                },
+            }
+        )
+    ),
     "qwen3": lambda: transformers.Qwen3ForCausalLM(
-        transformers.Qwen3Config(**{**COMMON, "num_hidden_layers": 2, "head_dim": 32})),
-    "gemma3": lambda: transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**{
-        **COMMON, "num_hidden_layers": 7, "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 24,
-        "query_pre_attn_scalar": 24})),
+        transformers.Qwen3Config(**{**COMMON, "num_hidden_layers": 2, "head_dim": 32})
+    ),
+    "gemma3": lambda: transformers.Gemma3ForCausalLM(
+        transformers.Gemma3TextConfig(
+            **{
+                **COMMON,
+                "num_hidden_layers": 7,
+                "num_key_value_heads": 1,
+                "head_dim": 32,
+                "sliding_window": 24,
+                "query_pre_attn_scalar": 24,
+            }
+        )
+    ),
 }
 
 
@@ -92,7 +132,7 @@ def test_random_model_matches_transformers(name: str, tmp_path) -> None:
     assert top2[0] - top2[1] > 1e-3, "reference logits are too flat for a meaningful greedy test"
 
     engine = Engine(open_model(str(tmp_path)), tokenizer=None, ctx_size=256, prefill_chunk=33)
-    with kernels.exact():
+    with kernels.set_exact(True):
         logits = engine.prefill(prompt)
         ours = list(engine.generate(prompt, GREEDY, max_tokens=64, stop_ids=set()))
     assert (logits - ref_logits).abs().max().item() <= 1e-3
@@ -106,7 +146,7 @@ def test_batched_decode_matches_single_rows(tmp_path) -> None:
     src = open_model(str(tmp_path))
     engine = Engine(src, tokenizer=None, ctx_size=128, n_slots=3)
     prompts = [torch.randint(0, VOCAB, (n,)).tolist() for n in (5, 30, 17)]
-    with kernels.exact():
+    with kernels.set_exact(True):
         for slot, p in enumerate(prompts):
             engine.prefill(p[:-1], slot=slot)
         from sparsetier.models import Batch

@@ -40,7 +40,7 @@ def test_matches_transformers(name: str, n_prompt: int) -> None:
     ref_logits, ref_tokens = hf_greedy(hf, torch.tensor([prompt]), N_NEW)
     del hf
 
-    with kernels.exact():
+    with kernels.set_exact(True):
         # prefill in chunks that do not align with anything, to exercise chunked prefill
         engine.prefill_chunk = 77
         logits = engine.prefill(prompt)
@@ -48,5 +48,5 @@ def test_matches_transformers(name: str, n_prompt: int) -> None:
 
     diff = (logits - ref_logits).abs().max().item()
     assert diff <= 1e-3, f"next-token logits differ by {diff}"
-    first_mismatch = next((i for i, (a, b) in enumerate(zip(ours, ref_tokens)) if a != b), None)
+    first_mismatch = next((i for i, (a, b) in enumerate(zip(ours, ref_tokens, strict=False)) if a != b), None)
     assert ours == ref_tokens, f"greedy continuation diverges at token {first_mismatch}"

@@ -21,7 +21,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-tokens", "-n", type=int, default=256, help="tokens to generate at most (default 256)")
+    p.add_argument(
+        "--max-tokens", "-n", type=int, default=256, help="tokens to generate at most (default 256)"
+    )
     p.add_argument("--temperature", "--temp", type=float, default=0.8, help="0 means greedy (default 0.8)")
     p.add_argument("--top-k", type=int, default=40, help="0 disables (default 40)")
     p.add_argument("--top-p", type=float, default=0.95, help="1 disables (default 0.95)")
@@ -29,7 +31,9 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat-penalty", type=float, default=1.0, help="1 disables (default 1.0)")
     p.add_argument("--repeat-last-n", type=int, default=64, help="tokens the penalty looks back on")
     p.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible output")
-    p.add_argument("--stop", action="append", default=[], metavar="STR", help="stop at this string (repeatable)")
+    p.add_argument(
+        "--stop", action="append", default=[], metavar="STR", help="stop at this string (repeatable)"
+    )
     p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence tokens")
 
 
@@ -50,8 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
     params = SamplingParams(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-        repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n, seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty,
+        repeat_last_n=args.repeat_last_n,
+        seed=args.seed,
     )
     params.validate()
     if args.max_tokens < 1:
@@ -69,7 +78,8 @@ def _report(engine: Engine) -> None:
     s = engine.stats
     print(
         f"\nprompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached), prefill {s.prefill_s * 1000:.0f} ms "
-        f"({s.prefill_tok_s:.1f} tok/s) | generated: {s.generated_tokens} tokens, decode {s.decode_tok_s:.1f} tok/s"
+        f"({s.prefill_tok_s:.1f} tok/s) | generated: {s.generated_tokens} tokens, "
+        f"decode {s.decode_tok_s:.1f} tok/s"
         f" | finish: {s.finish_reason}",
         file=sys.stderr,
     )

@@ -9,13 +9,17 @@ import sys
 from collections.abc import Callable
 
 from ..errors import SparsetierError
-from . import generate, models
+from . import bench, evaluate, generate, models, serve, synth
 
 # Sub-command modules each expose `register(subparsers)` that adds their parsers with a
 # `func` default taking the parsed args and returning an exit code.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     generate.register,
     models.register,
+    evaluate.register,
+    serve.register,
+    bench.register,
+    synth.register,
 ]
 
 

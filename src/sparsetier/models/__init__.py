@@ -19,18 +19,26 @@ class Model(Protocol):
     cfg: ModelConfig
     weights: dict[str, QuantTensor]
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, batch: Batch, all_logits: bool = False) -> torch.Tensor:
-        ...
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache, batch: Batch, all_logits: bool = False
+    ) -> torch.Tensor: ...
 
 
-_FAMILIES = {"llama": LlamaModel, "mistral": LlamaModel, "qwen2": LlamaModel, "qwen3": LlamaModel,
-             "gemma3": Gemma3Model}
+_FAMILIES = {
+    "llama": LlamaModel,
+    "mistral": LlamaModel,
+    "qwen2": LlamaModel,
+    "qwen3": LlamaModel,
+    "gemma3": Gemma3Model,
+}
 
 
 def build_model(cfg: ModelConfig, weights: dict[str, QuantTensor]) -> Model:
     family = _FAMILIES.get(cfg.arch)
     if family is None:
-        raise UnsupportedModelError(f"architecture '{cfg.arch}' is not supported ({', '.join(ARCHITECTURES)})")
+        raise UnsupportedModelError(
+            f"architecture '{cfg.arch}' is not supported ({', '.join(ARCHITECTURES)})"
+        )
     return family(cfg, weights)
 
 

@@ -60,7 +60,9 @@ class ModelConfig:
                 f"architecture '{self.arch}' is not supported (supported: {', '.join(ARCHITECTURES)})"
             )
         if self.ffn_act not in FFN_ACTIVATIONS:
-            raise UnsupportedModelError(f"FFN activation '{self.ffn_act}' is not supported ({FFN_ACTIVATIONS})")
+            raise UnsupportedModelError(
+                f"FFN activation '{self.ffn_act}' is not supported ({FFN_ACTIVATIONS})"
+            )
         for name in ("n_layers", "dim", "ffn_dim", "n_heads", "n_kv_heads", "head_dim", "vocab_size"):
             if getattr(self, name) <= 0:
                 raise ModelFileError(f"model config has invalid {name}={getattr(self, name)}")
@@ -103,6 +105,7 @@ def rope_inv_freq(cfg: ModelConfig, theta: float, scaled: bool = True) -> tuple[
         medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
         return torch.where(medium, smoothed, inv_l), 1.0
     if s.kind == "yarn":
+
         def correction_dim(rotations: float) -> float:
             return dim * math.log(s.original_context / (rotations * 2 * math.pi)) / (2 * math.log(theta))
 

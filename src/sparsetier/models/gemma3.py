@@ -70,7 +70,9 @@ class Gemma3Model:
             post_ffn_norm=vector(w, p + "post_ffw_norm.weight"),
         )
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, batch: Batch, all_logits: bool = False) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache, batch: Batch, all_logits: bool = False
+    ) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, vocab] (all_logits) or [B, vocab] for the last position."""
         cfg = self.cfg
         eps = cfg.norm_eps

@@ -37,7 +37,9 @@ def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
 class Rope:
     """cos/sin tables for one RoPE base, grown on demand; applied in the HF or interleaved layout."""
 
-    def __init__(self, cfg: ModelConfig, theta: float, scaled: bool, freq_factors: torch.Tensor | None = None):
+    def __init__(
+        self, cfg: ModelConfig, theta: float, scaled: bool, freq_factors: torch.Tensor | None = None
+    ):
         inv, self.scale = rope_inv_freq(cfg, theta, scaled)
         if freq_factors is not None:  # llama 3 GGUF: per-frequency divisors stored as rope_freqs.weight
             inv = inv / freq_factors.float()
@@ -73,7 +75,7 @@ class Rope:
         return out if rest.shape[-1] == 0 else torch.cat([out, rest], dim=-1)
 
 
-def positions_of(batch: "Batch", T: int) -> torch.Tensor:
+def positions_of(batch: Batch, T: int) -> torch.Tensor:
     """Absolute positions of the new tokens: [T] for one row, [B, 1] for one token per row."""
     if len(batch.starts) == 1:
         return torch.arange(batch.starts[0], batch.starts[0] + T)
@@ -92,8 +94,14 @@ class Batch:
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int, batch: Batch,
-    scale: float, window: int,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache: KVCache,
+    layer: int,
+    batch: Batch,
+    scale: float,
+    window: int,
 ) -> torch.Tensor:
     """q [B, T, H, hd], k/v [B, T, KVH, hd] of the new tokens -> [B, T, H*hd].
 
@@ -115,8 +123,9 @@ def attention(
             mask = kpos <= qpos
             if window:
                 mask &= qpos - kpos < window
-        o = F.scaled_dot_product_attention(qb, keys[None], values[None], attn_mask=mask, scale=scale,
-                                           enable_gqa=H != keys.shape[0])
+        o = F.scaled_dot_product_attention(
+            qb, keys[None], values[None], attn_mask=mask, scale=scale, enable_gqa=H != keys.shape[0]
+        )
         outs.append(o[0].transpose(0, 1).reshape(T, H * hd))
     return torch.stack(outs) if B > 1 else outs[0][None]
 

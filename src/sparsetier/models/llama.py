@@ -66,7 +66,9 @@ class LlamaModel:
             down=require(w, p + "ffn_down.weight"),
         )
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache, batch: Batch, all_logits: bool = False) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache, batch: Batch, all_logits: bool = False
+    ) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, vocab] (all_logits) or [B, vocab] for the last position."""
         cfg = self.cfg
         B, T = tokens.shape

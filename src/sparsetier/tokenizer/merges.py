@@ -20,31 +20,44 @@ import numpy as np
 
 _BASE = 0x9E3779B97F4A7C15  # odd, so it has an inverse mod 2^64
 _BASE_INV = pow(_BASE, -1, 1 << 64)
+_MIX = 0xBF58476D1CE4E5B9
 
 
 class _HashTable:
-    """Token hash -> token id (the last id where a hash repeats), vectorized over queries."""
+    """Token hash -> token id (the last id where a hash repeats), vectorized over queries.
+
+    Buckets keyed by the top bits of the (scrambled) hash, each a run of one array in id
+    order. About one token per two buckets, so most lookups end after one comparison.
+    """
 
     def __init__(self, hashes: np.ndarray):
-        n = hashes.shape[0]
-        self.bits = max(1, int(n).bit_length())  # ~1-2 tokens per bucket
-        self.shift = np.uint64(64 - self.bits)
-        self.order = np.argsort(hashes, kind="stable")
-        self.sorted = hashes[self.order]
-        buckets = self.sorted >> self.shift
-        self.begin = np.searchsorted(buckets, np.arange(1 << self.bits, dtype=np.uint64), side="left")
-        self.end = np.searchsorted(buckets, np.arange(1 << self.bits, dtype=np.uint64), side="right")
-        self.depth = int((self.end - self.begin).max()) if n else 0
+        bits = int(hashes.shape[0]).bit_length() + 1
+        self.shift = np.uint64(64 - bits)
+        buckets = self._bucket(hashes)
+        self.order = np.argsort(buckets, kind="stable")
+        self.hashes = hashes[self.order]
+        edges = np.searchsorted(buckets[self.order], np.arange((1 << bits) + 1, dtype=np.uint64))
+        self.begin, self.end = edges[:-1], edges[1:]
 
-    def find(self, queries: np.ndarray) -> np.ndarray:
-        bucket = (queries >> self.shift).astype(np.int64)
-        begin, end = self.begin[bucket], self.end[bucket]
+    def _bucket(self, h: np.ndarray) -> np.ndarray:
+        # Short strings hash to small numbers: scramble before taking the top bits.
+        with np.errstate(over="ignore"):
+            return (h * np.uint64(_MIX)) >> self.shift
+
+    def find(self, queries: np.ndarray, first: bool = False) -> np.ndarray:
         found = np.full(queries.shape[0], -1, dtype=np.int64)
-        last = self.sorted.shape[0] - 1
-        for k in range(self.depth):  # later matches overwrite earlier: the last copy wins
-            pos = begin + k
-            hit = (pos < end) & (self.sorted[np.minimum(pos, last)] == queries)
-            found = np.where(hit, self.order[np.minimum(pos, last)], found)
+        bucket = self._bucket(queries).astype(np.int64)
+        pos, end = self.begin[bucket], self.end[bucket]
+        active = np.flatnonzero(pos < end)
+        pos, end, queries = pos[active], end[active], queries[active]
+        while active.shape[0]:
+            hit = self.hashes[pos] == queries
+            found[active[hit]] = self.order[pos[hit]]  # a later copy overwrites: the last wins
+            pos = pos + 1
+            more = pos < end
+            if first:
+                more &= ~hit
+            active, pos, end, queries = active[more], pos[more], end[more], queries[more]
         return found
 
 
@@ -76,11 +89,10 @@ def derive_merges(tokens: Sequence[str], scores: Sequence[float] | np.ndarray) -
 
         token_hash = (prefix[ends] - prefix[starts]) * inv_powers[starts]
         table = _HashTable(token_hash)
-        canonical = table.find(token_hash)
-        # Each distinct string once, at its first position: the first copy is the one whose
-        # hash's earliest occurrence (in the stable sort) is itself.
-        first_pos = np.searchsorted(table.sorted, token_hash, side="left")
-        distinct = table.order[first_pos] == np.arange(n_tok)
+        canonical = table.find(token_hash)  # a repeated string resolves to its last copy
+        ids = np.arange(n_tok)
+        unique = bool(np.all(canonical == ids))
+        distinct = ids == ids if unique else table.find(token_hash, first=True) == ids  # each string once
 
         # Every cut of every token, in token order, longest left piece first.
         n_cuts = np.where(distinct, np.maximum(lens - 1, 0), 0)
@@ -97,8 +109,8 @@ def derive_merges(tokens: Sequence[str], scores: Sequence[float] | np.ndarray) -
     owner, left, right, left_len, right_len = owner[ok], left[ok], right[ok], left_len[ok], right_len[ok]
 
     score = scores[canonical[owner]]
-    if not (np.all(canonical == np.arange(n_tok)) and np.all(np.diff(scores) < 0)):
+    if not (unique and np.all(np.diff(scores) < 0)):
         # Scores that do not already follow token order (e.g. Llama's): sort by the keys above.
         rank = np.lexsort((owner, -right_len, -left_len, -score))
         left, right = left[rank], right[rank]
-    return [(tokens[a], tokens[b]) for a, b in zip(left.tolist(), right.tolist())]
+    return [(tokens[a], tokens[b]) for a, b in zip(left.tolist(), right.tolist(), strict=True)]

@@ -1,9 +1,11 @@
 """Pre-tokenizers for byte-level BPE vocabularies, keyed by GGUF `tokenizer.ggml.pre`.
 
-The split rules follow transformers' GGUF loader, our correctness reference: the names it
-knows get their own regex, every other name gets GPT-2's rule (`ByteLevel(use_regex=True)`).
-Names the reference does not know but whose model needs a different rule get the rule of the
-model's own tokenizer.json (as llama.cpp does); for those no reference comparison exists.
+The split rules follow transformers' GGUF loader, our correctness reference, for the names it
+knows; other names get GPT-2's rule (`ByteLevel(use_regex=True)`), as there. Names the
+reference does not know but whose model splits differently get the rule of the model's own
+tokenizer.json, as llama.cpp does. One of them is a known divergence from the reference:
+"smollm" (and the StarCoder family) isolates every digit before GPT-2's rule, so "a  123" is
+`a ĠĠ 1 2 3` as in SmolLM2's tokenizer.json, where transformers' GGUF loader gives `a Ġ Ġ 1 2 3`.
 """
 
 from __future__ import annotations
@@ -31,16 +33,29 @@ _TEKKEN = (
 )
 _CONTRACTION = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
 _GPT4O = (
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+" + _CONTRACTION
-    + r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*" + _CONTRACTION
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    + _CONTRACTION
+    + r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    + _CONTRACTION
     + r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
 # One regex each: the names transformers' GGUF loader maps.
 _SINGLE_SPLIT: dict[str, str] = {
     **dict.fromkeys(
-        ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
-         "jina-v5-nano", "dbrx", "smaug-bpe"],
+        [
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+            "jina-v5-nano",
+            "dbrx",
+            "smaug-bpe",
+        ],
         _LLAMA3,
     ),
     "tekken": _TEKKEN,
@@ -63,8 +78,16 @@ _MULTI_SPLIT: dict[str, list[str]] = {
 }
 
 
+# Digits(individual) then GPT-2's rule (llama.cpp groups these names under one regex).
+_DIGITS_THEN_GPT2 = {"smollm", "starcoder", "refact", "codeshell", "exaone", "minerva-7b"}
+
+
 def byte_level_pre_tokenizer(pre: str | None) -> pre_tokenizers.PreTokenizer:
     """The pre-tokenizer for a byte-level vocabulary whose `tokenizer.ggml.pre` is `pre`."""
+    if pre in _DIGITS_THEN_GPT2:
+        return pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        )
     single = _SINGLE_SPLIT.get(pre or "")
     if single is not None:
         splits = [single]

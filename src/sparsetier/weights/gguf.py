@@ -43,7 +43,9 @@ class _FastReader(GGUFReader):
             raise _Truncated(offset, end)
         arr = plain[offset:end].view(dt)
         if self.byte_order == "S" or override_order not in (None, "<", "I"):
-            arr = arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
+            arr = arr.view(
+                arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order)
+            )
         return arr
 
     def _get_field_parts(self, orig_offs, raw_type):
@@ -96,7 +98,8 @@ class _FastReader(GGUFReader):
             block, type_size = GGML_QUANT_SIZES[qtype]
             if shape[0] % block:
                 raise ModelFileError(
-                    f"tensor '{name}' has {shape[0]} columns, not a multiple of {qtype.name}'s block of {block}"
+                    f"tensor '{name}' has {shape[0]} columns, "
+                    f"not a multiple of {qtype.name}'s block of {block}"
                 )
             nbytes = int(np.prod(shape, dtype=np.float64)) // block * type_size
             begin = start_offs + int(offset_tensor[0])

@@ -36,8 +36,14 @@ _TOP_NAMES = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "
 _LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 
 _ARCH = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3"}
-_ACT = {"silu": "swiglu", "swish": "swiglu", "gelu_pytorch_tanh": "geglu", "gelu": "geglu", "relu": "relu",
-        "drelu": "drelu"}
+_ACT = {
+    "silu": "swiglu",
+    "swish": "swiglu",
+    "gelu_pytorch_tanh": "geglu",
+    "gelu": "geglu",
+    "relu": "relu",
+    "drelu": "drelu",
+}
 
 
 def is_hf_folder(path: str) -> bool:
@@ -91,7 +97,9 @@ def config_from_hf(c: dict[str, Any]) -> ModelConfig:
         scaling = RopeScaling(
             kind=kind,
             factor=rope.get("factor", 1.0),
-            original_context=rope.get("original_max_position_embeddings", c.get("max_position_embeddings", 0)),
+            original_context=rope.get(
+                "original_max_position_embeddings", c.get("max_position_embeddings", 0)
+            ),
             low_freq_factor=rope.get("low_freq_factor", 1.0),
             high_freq_factor=rope.get("high_freq_factor", 4.0),
             beta_fast=rope.get("beta_fast") or 32.0,
@@ -106,12 +114,21 @@ def config_from_hf(c: dict[str, Any]) -> ModelConfig:
         layer_types = None
     windows = [window if t == "sliding_attention" else 0 for t in layer_types] if layer_types else []
     cfg = dict(
-        arch=arch, n_layers=n_layers, dim=c["hidden_size"], ffn_dim=c["intermediate_size"], n_heads=n_heads,
-        n_kv_heads=c.get("num_key_value_heads") or n_heads, head_dim=head_dim, vocab_size=c["vocab_size"],
-        context_length=c.get("max_position_embeddings", 4096), norm_eps=c.get("rms_norm_eps", 1e-6),
-        ffn_act=_ACT[act_name], rope_theta=theta,
+        arch=arch,
+        n_layers=n_layers,
+        dim=c["hidden_size"],
+        ffn_dim=c["intermediate_size"],
+        n_heads=n_heads,
+        n_kv_heads=c.get("num_key_value_heads") or n_heads,
+        head_dim=head_dim,
+        vocab_size=c["vocab_size"],
+        context_length=c.get("max_position_embeddings", 4096),
+        norm_eps=c.get("rms_norm_eps", 1e-6),
+        ffn_act=_ACT[act_name],
+        rope_theta=theta,
         rope_dim=int(head_dim * rope.get("partial_rotary_factor", c.get("partial_rotary_factor", 1.0))),
-        rope_scaling=scaling, layer_windows=windows,
+        rope_scaling=scaling,
+        layer_windows=windows,
         tie_embeddings=c.get("tie_word_embeddings", arch == "gemma3"),
     )
     if arch == "gemma3":

@@ -39,7 +39,9 @@ def resolve_path(model: str | None) -> str:
         entry = catalog.MODELS[model or catalog.DEFAULT_MODEL]
         path = catalog.model_path(entry)
         if not os.path.exists(path):
-            raise ModelFileError(f"model '{entry.name}' is not downloaded yet: run `sparsetier pull {entry.name}`")
+            raise ModelFileError(
+                f"model '{entry.name}' is not downloaded yet: run `sparsetier pull {entry.name}`"
+            )
         return path
     if os.path.exists(model) or os.sep in model or model.endswith(".gguf"):
         return model

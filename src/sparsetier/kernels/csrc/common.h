@@ -129,6 +129,17 @@ inline void k_scales(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
 }
 
 #if defined(ST_AVX2)
+// The same unpacking on two 64-bit words, as 16 bytes [sc0-3 mn0-3 sc4-7 mn4-7].
+inline __m128i k_scales_interleaved(const uint8_t* s) {
+  uint64_t dm;
+  std::memcpy(&dm, s, 8);
+  const uint32_t md = load_u32(s + 8);
+  const uint64_t lo = dm & 0x3F3F3F3F3F3F3F3FULL;
+  const uint64_t mdx = (uint64_t)(md & 0x0F0F0F0Fu) | ((uint64_t)((md >> 4) & 0x0F0F0F0Fu) << 32);
+  const uint64_t hi = mdx | ((dm >> 2) & 0x3030303030303030ULL);
+  return _mm_set_epi64x((long long)hi, (long long)lo);
+}
+
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -14,7 +14,121 @@ namespace st {
 template <int T>
 void dequant_block(const uint8_t* b, float* y);
 
-#if defined(ST_AVX2)
+#if defined(ST_AVX512)
+
+// AVX-512: 16 weights per vector.
+
+// 16 bytes -> 16 x i32 (zero-extended).
+static inline __m512i u8x16(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p)); }
+
+template <>
+inline void dequant_block<Q4_0>(const uint8_t* b, float* y) {
+  const __m512 d = _mm512_set1_ps(load_half(b));
+  const __m512i v = u8x16(b + 2), o8 = _mm512_set1_epi32(8);
+  const __m512i lo = _mm512_sub_epi32(_mm512_and_si512(v, _mm512_set1_epi32(15)), o8);
+  const __m512i hi = _mm512_sub_epi32(_mm512_srli_epi32(v, 4), o8);
+  _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)));
+  _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)));
+}
+
+template <>
+inline void dequant_block<Q4_1>(const uint8_t* b, float* y) {
+  const __m512 d = _mm512_set1_ps(load_half(b)), m = _mm512_set1_ps(load_half(b + 2));
+  const __m512i v = u8x16(b + 4);
+  const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(15)));
+  const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+  _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, lo), m));
+  _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(d, hi), m));
+}
+
+template <>
+inline void dequant_block<Q5_0>(const uint8_t* b, float* y) {
+  const __m512 d = _mm512_set1_ps(load_half(b));
+  const uint32_t qh = load_u32(b + 2);
+  const __m512i v = u8x16(b + 6), c16 = _mm512_set1_epi32(16);
+  __m512i lo = _mm512_and_si512(v, _mm512_set1_epi32(15)), hi = _mm512_srli_epi32(v, 4);
+  lo = _mm512_mask_or_epi32(lo, (__mmask16)(qh & 0xFFFF), lo, c16);  // fifth bit: bit j of qh
+  hi = _mm512_mask_or_epi32(hi, (__mmask16)(qh >> 16), hi, c16);
+  _mm512_storeu_ps(y, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(lo, c16))));
+  _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(hi, c16))));
+}
+
+template <>
+inline void dequant_block<Q5_1>(const uint8_t* b, float* y) {
+  const __m512 d = _mm512_set1_ps(load_half(b)), m = _mm512_set1_ps(load_half(b + 2));
+  const uint32_t qh = load_u32(b + 4);
+  const __m512i v = u8x16(b + 8), c16 = _mm512_set1_epi32(16);
+  __m512i lo = _mm512_and_si512(v, _mm512_set1_epi32(15)), hi = _mm512_srli_epi32(v, 4);
+  lo = _mm512_mask_or_epi32(lo, (__mmask16)(qh & 0xFFFF), lo, c16);
+  hi = _mm512_mask_or_epi32(hi, (__mmask16)(qh >> 16), hi, c16);
+  _mm512_storeu_ps(y, _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(lo)), m));
+  _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_mul_ps(d, _mm512_cvtepi32_ps(hi)), m));
+}
+
+template <>
+inline void dequant_block<Q8_0>(const uint8_t* b, float* y) {
+  const __m512 d = _mm512_set1_ps(load_half(b));
+  for (int k = 0; k < 2; ++k) {
+    const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(b + 2 + 16 * k)));
+    _mm512_storeu_ps(y + 16 * k, _mm512_mul_ps(d, _mm512_cvtepi32_ps(v)));
+  }
+}
+
+template <int T>
+inline void dequant_q45k_512(const uint8_t* b, float* y) {
+  const float d = load_half(b), dmin = load_half(b + 2);
+  uint8_t sc[8], mn[8];
+  k_scales(b + 4, sc, mn);
+  const uint8_t* qs = b + (T == Q4_K ? 16 : 48);
+  const uint8_t* qh = b + 16;  // Q5_K: bit j of qh[l] is the fifth bit of sub-block j
+  const __m512i m4 = _mm512_set1_epi32(15), c16 = _mm512_set1_epi32(16);
+  for (int c = 0; c < 4; ++c) {  // 32 bytes -> sub-blocks 2c (low nibbles), 2c+1 (high)
+    const int j0 = 2 * c, j1 = 2 * c + 1;
+    const __m512 ds0 = _mm512_set1_ps(d * (float)sc[j0]), dm0 = _mm512_set1_ps(dmin * (float)mn[j0]);
+    const __m512 ds1 = _mm512_set1_ps(d * (float)sc[j1]), dm1 = _mm512_set1_ps(dmin * (float)mn[j1]);
+    for (int g = 0; g < 2; ++g) {
+      const __m512i v = u8x16(qs + 32 * c + 16 * g);
+      __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_srli_epi32(v, 4);
+      if constexpr (T == Q5_K) {
+        const __m512i h = u8x16(qh + 16 * g);
+        lo = _mm512_mask_or_epi32(lo, _mm512_test_epi32_mask(h, _mm512_set1_epi32(1 << j0)), lo, c16);
+        hi = _mm512_mask_or_epi32(hi, _mm512_test_epi32_mask(h, _mm512_set1_epi32(1 << j1)), hi, c16);
+      }
+      _mm512_storeu_ps(y + 64 * c + 16 * g, _mm512_sub_ps(_mm512_mul_ps(ds0, _mm512_cvtepi32_ps(lo)), dm0));
+      _mm512_storeu_ps(y + 64 * c + 32 + 16 * g, _mm512_sub_ps(_mm512_mul_ps(ds1, _mm512_cvtepi32_ps(hi)), dm1));
+    }
+  }
+}
+template <>
+inline void dequant_block<Q4_K>(const uint8_t* b, float* y) { dequant_q45k_512<Q4_K>(b, y); }
+template <>
+inline void dequant_block<Q5_K>(const uint8_t* b, float* y) { dequant_q45k_512<Q5_K>(b, y); }
+
+template <>
+inline void dequant_block<Q6_K>(const uint8_t* b, float* y) {
+  const int8_t* scales = (const int8_t*)(b + 192);
+  const float d = load_half(b + 208);
+  const __m512i m4 = _mm512_set1_epi32(15), m30 = _mm512_set1_epi32(0x30), o32 = _mm512_set1_epi32(32);
+  for (int h = 0; h < 2; ++h) {  // two halves of 128 weights
+    const uint8_t* l = b + 64 * h;
+    const uint8_t* hh = b + 128 + 32 * h;
+    float* yh = y + 128 * h;
+    for (int k = 0; k < 2; ++k) {  // weights 16k .. 16k+15 of each group of 32 = one sub-block
+      const __m512i a = u8x16(l + 16 * k), c = u8x16(l + 32 + 16 * k), q = u8x16(hh + 16 * k);
+      const __m512i g0 = _mm512_or_si512(_mm512_and_si512(a, m4), _mm512_and_si512(_mm512_slli_epi32(q, 4), m30));
+      const __m512i g1 = _mm512_or_si512(_mm512_and_si512(c, m4), _mm512_and_si512(_mm512_slli_epi32(q, 2), m30));
+      const __m512i g2 = _mm512_or_si512(_mm512_srli_epi32(a, 4), _mm512_and_si512(q, m30));
+      const __m512i g3 = _mm512_or_si512(_mm512_srli_epi32(c, 4), _mm512_and_si512(_mm512_srli_epi32(q, 2), m30));
+      const int s = 8 * h + k;  // sub-block of group 0; groups step by 2 sub-blocks
+      _mm512_storeu_ps(yh + 16 * k, _mm512_mul_ps(_mm512_set1_ps(d * (float)scales[s]), _mm512_cvtepi32_ps(_mm512_sub_epi32(g0, o32))));
+      _mm512_storeu_ps(yh + 32 + 16 * k, _mm512_mul_ps(_mm512_set1_ps(d * (float)scales[s + 2]), _mm512_cvtepi32_ps(_mm512_sub_epi32(g1, o32))));
+      _mm512_storeu_ps(yh + 64 + 16 * k, _mm512_mul_ps(_mm512_set1_ps(d * (float)scales[s + 4]), _mm512_cvtepi32_ps(_mm512_sub_epi32(g2, o32))));
+      _mm512_storeu_ps(yh + 96 + 16 * k, _mm512_mul_ps(_mm512_set1_ps(d * (float)scales[s + 6]), _mm512_cvtepi32_ps(_mm512_sub_epi32(g3, o32))));
+    }
+  }
+}
+
+#elif defined(ST_AVX2)
 
 // 8 bytes -> 8 x i32 (zero-extended).
 static inline __m256i u8x8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p)); }
@@ -188,8 +302,10 @@ inline void dequant_block<Q5_0>(const uint8_t* b, float* y) {
   const float d = load_half(b);
   const uint32_t qh = load_u32(b + 2);
   for (int i = 0; i < 16; ++i) {
-    y[i] = d * (float)(((b[6 + i] & 15) | (((qh >> i) & 1) << 4)) - 16);
-    y[16 + i] = d * (float)(((b[6 + i] >> 4) | (((qh >> (16 + i)) & 1) << 4)) - 16);
+    const int lo = (int)((b[6 + i] & 15) | (((qh >> i) & 1) << 4));  // signed before the -16
+    const int hi = (int)((b[6 + i] >> 4) | (((qh >> (16 + i)) & 1) << 4));
+    y[i] = d * (float)(lo - 16);
+    y[16 + i] = d * (float)(hi - 16);
   }
 }
 template <>

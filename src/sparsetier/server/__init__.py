@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server: FastAPI routes (app), model worker (runner), batching (scheduler)."""
