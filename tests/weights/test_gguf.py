@@ -29,7 +29,8 @@ def test_reader_matches_stock_reader():
     ours, stock = GGUFFile(path), GGUFReader(path)
     assert list(ours.reader.fields) == list(stock.fields)
     for key, field in stock.fields.items():
-        assert ours.reader.fields[key].contents() == field.contents(), key
+        if not key.startswith("GGUF."):
+            assert ours.get(key) == field.contents(), key
     assert [t.name for t in ours.reader.tensors] == [t.name for t in stock.tensors]
     for a, b in zip(ours.reader.tensors, stock.tensors, strict=True):
         assert (a.tensor_type, a.data_offset, a.n_bytes) == (b.tensor_type, b.data_offset, b.n_bytes)

@@ -42,6 +42,8 @@ except ImportError as e:  # not built (SPARSETIER_NO_EXT) or built for another t
 
 __all__ = [
     "PREFILL_MIN_TOKENS",
+    "add_rms_norm_",
+    "attend_one",
     "dequantize",
     "embedding",
     "has_extension",
@@ -50,6 +52,8 @@ __all__ = [
     "linear_multi",
     "linear_rows",
     "measure_read_bandwidth",
+    "rms_norm",
+    "rope_",
     "set_exact",
 ]
 
@@ -214,3 +218,47 @@ def _prefill_linear(x: torch.Tensor, w: QuantTensor, bias: torch.Tensor | None) 
             torch.mm(xin, wc.view(n, cols).T, out=y[:, r0:r1])
     y = y.float()
     return y if bias is None else y.add_(bias)
+
+
+# Small fused ops of the decode step (csrc/decode_ops.cpp): at decode time PyTorch's
+# per-op overhead costs more than their arithmetic.
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) * w over the last dimension (float32)."""
+    if _ext is None:
+        return reference.rms_norm(x, w, eps)
+    return _ext.rms_norm(x, w, eps)
+
+
+def add_rms_norm_(x: torch.Tensor, a: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """The residual step: x += a in place, then return rms_norm(x) * w."""
+    if _ext is None:
+        x += a
+        return reference.rms_norm(x, w, eps)
+    return _ext.add_rms_norm_(x, a, w, eps)
+
+
+def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dim: int, interleaved: bool) -> None:
+    """Rotary embedding in place on x [rows, heads, head_dim], tables [rows, dim / 2]."""
+    if _ext is None:
+        reference.rope_(x, cos, sin, dim, interleaved)
+    else:
+        _ext.rope_(x, cos, sin, dim, interleaved)
+
+
+def attend_one(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    pos: int,
+    first: int,
+    scale: float,
+) -> torch.Tensor:
+    """One new token of one sequence: store its k/v [kv_heads, hd] at `pos` of the caches
+    [kv_heads, max_seq, hd] and attend q [heads, hd] over positions first..pos -> [heads * hd]."""
+    if _ext is None:
+        return reference.attend_one(q, k, v, k_cache, v_cache, pos, first, scale)
+    return _ext.attend_one(q, k, v, k_cache, v_cache, pos, first, scale)

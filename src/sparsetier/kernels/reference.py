@@ -27,3 +27,41 @@ def linear(x: torch.Tensor, w: QuantTensor, bias: torch.Tensor | None = None) ->
         parts.append(F.linear(x, chunk.dequantize()))
     y = torch.cat(parts, dim=-1)
     return y if bias is None else y + bias
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dim: int, interleaved: bool) -> None:
+    """Rotate x [rows, heads, head_dim] in place with tables [rows, dim / 2]."""
+    c, s = cos[:, None, :], sin[:, None, :]
+    rot = x[..., :dim]
+    if interleaved:
+        a, b = rot[..., 0::2].clone(), rot[..., 1::2].clone()
+        rot[..., 0::2], rot[..., 1::2] = a * c - b * s, b * c + a * s
+    else:
+        half = dim // 2
+        a, b = rot[..., :half].clone(), rot[..., half:].clone()
+        rot[..., :half], rot[..., half:] = a * c - b * s, b * c + a * s
+
+
+def attend_one(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    pos: int,
+    first: int,
+    scale: float,
+) -> torch.Tensor:
+    """Store k/v [kv_heads, hd] at `pos` of caches [kv_heads, max_seq, hd]; attend q over first..pos."""
+    k_cache[:, pos] = k.reshape(k_cache.shape[0], -1)
+    v_cache[:, pos] = v.reshape(v_cache.shape[0], -1)
+    keys, values = k_cache[:, first : pos + 1], v_cache[:, first : pos + 1]
+    qh = q.reshape(-1, keys.shape[-1])[None, :, None]  # [1, H, 1, hd]
+    out = F.scaled_dot_product_attention(
+        qh, keys[None], values[None], scale=scale, enable_gqa=qh.shape[1] != keys.shape[0]
+    )
+    return out.reshape(-1)

@@ -41,6 +41,13 @@ class KVCache:
         vc[:, start:end] = v.transpose(0, 1)
         return kc[:, first:end], vc[:, first:end]
 
+    def layer_slot(self, layer: int, slot: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The caches [kv_heads, max_seq, head_dim] of one layer and slot, for a step that
+        writes up to position end - 1 (checked against the context size)."""
+        if end > self.max_seq:
+            raise ContextLengthError(f"sequence of {end} tokens exceeds the context size of {self.max_seq}")
+        return self.k[layer][slot], self.v[layer][slot]
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)

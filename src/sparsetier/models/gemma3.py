@@ -19,7 +19,7 @@ from .. import kernels
 from ..kvcache import KVCache
 from ..weights.tensor import QuantTensor
 from .config import ModelConfig
-from .layers import Batch, Rope, attention, ffn, positions_of, require, rms_norm, vector
+from .layers import Batch, DenseFFN, Rope, attention, require, rms_norm, vector
 
 
 @dataclass
@@ -33,9 +33,7 @@ class Block:
     k_norm: torch.Tensor
     post_attn_norm: torch.Tensor
     ffn_norm: torch.Tensor
-    gate: QuantTensor
-    up: QuantTensor
-    down: QuantTensor
+    ffn: DenseFFN
     post_ffn_norm: torch.Tensor
 
 
@@ -46,13 +44,13 @@ class Gemma3Model:
         self.embed = require(weights, "token_embd.weight")
         self.output = weights.get("output.weight", self.embed)
         self.output_norm = vector(weights, "output_norm.weight")
-        self.blocks = [self._block(weights, i) for i in range(cfg.n_layers)]
+        self.blocks = [self._block(weights, i, cfg.ffn_act) for i in range(cfg.n_layers)]
         # Global layers use the (possibly scaled) base; sliding layers the unscaled local base.
         self.rope_global = Rope(cfg, cfg.rope_theta, scaled=True)
         self.rope_local = Rope(cfg, cfg.rope_theta_local, scaled=False)
 
     @staticmethod
-    def _block(w: dict[str, QuantTensor], i: int) -> Block:
+    def _block(w: dict[str, QuantTensor], i: int, act: str) -> Block:
         p = f"blk.{i}."
         return Block(
             attn_norm=vector(w, p + "attn_norm.weight"),
@@ -64,9 +62,12 @@ class Gemma3Model:
             k_norm=vector(w, p + "attn_k_norm.weight"),
             post_attn_norm=vector(w, p + "post_attention_norm.weight"),
             ffn_norm=vector(w, p + "ffn_norm.weight"),
-            gate=require(w, p + "ffn_gate.weight"),
-            up=require(w, p + "ffn_up.weight"),
-            down=require(w, p + "ffn_down.weight"),
+            ffn=DenseFFN(
+                require(w, p + "ffn_gate.weight"),
+                require(w, p + "ffn_up.weight"),
+                require(w, p + "ffn_down.weight"),
+                act,
+            ),
             post_ffn_norm=vector(w, p + "post_ffw_norm.weight"),
         )
 
@@ -74,25 +75,24 @@ class Gemma3Model:
         self, tokens: torch.Tensor, cache: KVCache, batch: Batch, all_logits: bool = False
     ) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, vocab] (all_logits) or [B, vocab] for the last position."""
-        cfg = self.cfg
-        eps = cfg.norm_eps
+        cfg, eps = self.cfg, self.cfg.norm_eps
         B, T = tokens.shape
-        positions = positions_of(batch, T)
-        rope_tables = {False: self.rope_global.at(positions), True: self.rope_local.at(positions)}
+        tables = {False: self.rope_global.tables(batch, T), True: self.rope_local.tables(batch, T)}
         x = kernels.embedding(self.embed, tokens) * cfg.embed_scale
         for i, blk in enumerate(self.blocks):
             window = cfg.layer_windows[i]
-            rope = self.rope_local if window else self.rope_global
-            cos_sin = rope_tables[bool(window)]
+            rope, rope_tables = (self.rope_local if window else self.rope_global), tables[bool(window)]
             h = rms_norm(x, blk.attn_norm, eps)
-            q = kernels.linear(h, blk.wq).view(B, T, cfg.n_heads, cfg.head_dim)
-            k = kernels.linear(h, blk.wk).view(B, T, cfg.n_kv_heads, cfg.head_dim)
-            v = kernels.linear(h, blk.wv).view(B, T, cfg.n_kv_heads, cfg.head_dim)
-            q, k = rope(rms_norm(q, blk.q_norm, eps), cos_sin), rope(rms_norm(k, blk.k_norm, eps), cos_sin)
+            q, k, v = kernels.linear_multi(h, [blk.wq, blk.wk, blk.wv])
+            q = rms_norm(q.view(B, T, cfg.n_heads, cfg.head_dim), blk.q_norm, eps)
+            k = rms_norm(k.view(B, T, cfg.n_kv_heads, cfg.head_dim), blk.k_norm, eps)
+            v = v.view(B, T, cfg.n_kv_heads, cfg.head_dim)
+            rope.apply_(q, rope_tables)
+            rope.apply_(k, rope_tables)
             a = attention(q, k, v, cache, i, batch, cfg.attn_scale, window)
-            x = x + rms_norm(kernels.linear(a, blk.wo), blk.post_attn_norm, eps)
-            h = rms_norm(x, blk.ffn_norm, eps)
-            x = x + rms_norm(ffn(h, blk.gate, blk.up, blk.down, cfg.ffn_act), blk.post_ffn_norm, eps)
+            o = rms_norm(kernels.linear(a, blk.wo), blk.post_attn_norm, eps)
+            h = kernels.add_rms_norm_(x, o, blk.ffn_norm, eps)
+            x += rms_norm(blk.ffn(h), blk.post_ffn_norm, eps)
         if not all_logits:
             x = x[:, -1]
         return kernels.linear(rms_norm(x, self.output_norm, eps), self.output)

@@ -1,4 +1,9 @@
-"""Building blocks shared by the architecture files: norms, RoPE, attention over the KV cache, FFN."""
+"""Building blocks shared by the architecture files: weights lookup, norms, RoPE, attention
+over the KV cache, and the gated FFN.
+
+Decode (one new token per sequence) goes through the fused C++ ops of `kernels` (norm,
+in-place RoPE, attention of one query over the cache); prefill chunks use PyTorch's SDPA.
+"""
 
 from __future__ import annotations
 
@@ -22,20 +27,20 @@ def require(weights: dict[str, QuantTensor], name: str) -> QuantTensor:
 
 
 def vector(weights: dict[str, QuantTensor], name: str) -> torch.Tensor:
-    """A norm weight or bias as a float32 tensor."""
-    return require(weights, name).dequantize()
+    """A norm weight or bias as a contiguous float32 tensor."""
+    return require(weights, name).dequantize().contiguous()
 
 
 def optional_vector(weights: dict[str, QuantTensor], name: str) -> torch.Tensor | None:
-    return weights[name].dequantize() if name in weights else None
+    return vector(weights, name) if name in weights else None
 
 
-def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    return F.rms_norm(x, (x.shape[-1],), w, eps)
+rms_norm = kernels.rms_norm
 
 
 class Rope:
-    """cos/sin tables for one RoPE base, grown on demand; applied in the HF or interleaved layout."""
+    """cos/sin tables for one RoPE base, grown on demand, applied in place in the HF
+    (rotate halves) or interleaved (rotate pairs, GGUF llama) layout."""
 
     def __init__(
         self, cfg: ModelConfig, theta: float, scaled: bool, freq_factors: torch.Tensor | None = None
@@ -53,33 +58,22 @@ class Rope:
         freqs = torch.arange(n, dtype=torch.float32)[:, None] * self.inv_freq[None, :]
         self.cos, self.sin = freqs.cos() * self.scale, freqs.sin() * self.scale
 
-    def at(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for positions [T] (one row) or [B, 1] (one new token per row), shaped to
-        broadcast over x [B, T, H, dim]."""
-        end = int(positions.max()) + 1
+    def tables(self, batch: Batch, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin rows [B * T, dim / 2] for a step's new tokens, in (row, token) order."""
+        end = max(batch.starts) + T
         if end > self.cos.shape[0]:
             self._grow(end)
-        return self.cos[positions][..., None, :], self.sin[positions][..., None, :]
+        if len(batch.starts) == 1:  # one row: a slice, no gather
+            start = batch.starts[0]
+            return self.cos[start : start + T], self.sin[start : start + T]
+        positions = torch.tensor(batch.starts)
+        return self.cos[positions], self.sin[positions]
 
-    def __call__(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Rotate x [B, T, H, head_dim] (a new tensor)."""
-        cos, sin = cos_sin
-        rot, rest = x[..., : self.dim], x[..., self.dim :]
-        if self.interleaved:
-            x1, x2 = rot[..., 0::2], rot[..., 1::2]
-            out = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
-        else:
-            half = self.dim // 2
-            x1, x2 = rot[..., :half], rot[..., half:]
-            out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-        return out if rest.shape[-1] == 0 else torch.cat([out, rest], dim=-1)
-
-
-def positions_of(batch: Batch, T: int) -> torch.Tensor:
-    """Absolute positions of the new tokens: [T] for one row, [B, 1] for one token per row."""
-    if len(batch.starts) == 1:
-        return torch.arange(batch.starts[0], batch.starts[0] + T)
-    return torch.tensor(batch.starts)[:, None]
+    def apply_(self, x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Rotate x [B, T, H, head_dim] (contiguous) in place; returns x."""
+        B, T, H, hd = x.shape
+        kernels.rope_(x.view(B * T, H, hd), tables[0], tables[1], self.dim, self.interleaved)
+        return x
 
 
 @dataclass
@@ -109,36 +103,54 @@ def attention(
     within `window` positions when the layer uses a sliding window).
     """
     B, T, H, hd = q.shape
-    outs = []
-    for b in range(B):
-        start = batch.starts[b]
-        end = start + T
-        first = max(0, end - T - window + 1) if window else 0  # oldest key any new query may see
-        keys, values = cache.append_and_get(layer, batch.slots[b], start, k[b], v[b], first)
-        qb = q[b].transpose(0, 1)[None]  # [1, H, T, hd]
-        mask = None
-        if T > 1 or (window and end - first > window):
-            qpos = torch.arange(start, end)[:, None]
-            kpos = torch.arange(first, end)[None, :]
-            mask = kpos <= qpos
-            if window:
-                mask &= qpos - kpos < window
-        o = F.scaled_dot_product_attention(
-            qb, keys[None], values[None], attn_mask=mask, scale=scale, enable_gqa=H != keys.shape[0]
-        )
-        outs.append(o[0].transpose(0, 1).reshape(T, H * hd))
-    return torch.stack(outs) if B > 1 else outs[0][None]
+    if T == 1:
+        outs = []
+        for b in range(B):
+            pos = batch.starts[b]
+            first = max(0, pos - window + 1) if window else 0
+            kc, vc = cache.layer_slot(layer, batch.slots[b], pos + 1)
+            outs.append(kernels.attend_one(q[b, 0], k[b, 0], v[b, 0], kc, vc, pos, first, scale))
+        return torch.stack(outs)[:, None] if B > 1 else outs[0].view(1, 1, H * hd)
+    start = batch.starts[0]  # a prefill chunk: one row
+    end = start + T
+    first = max(0, start - window + 1) if window else 0  # oldest key any new query may see
+    keys, values = cache.append_and_get(layer, batch.slots[0], start, k[0], v[0], first)
+    qpos = torch.arange(start, end)[:, None]
+    kpos = torch.arange(first, end)[None, :]
+    mask = kpos <= qpos
+    if window:
+        mask &= qpos - kpos < window
+    o = F.scaled_dot_product_attention(
+        q[0].transpose(0, 1)[None],
+        keys[None],
+        values[None],
+        attn_mask=mask,
+        scale=scale,
+        enable_gqa=H != keys.shape[0],
+    )
+    return o[0].transpose(0, 1).reshape(1, T, H * hd)
 
 
-def ffn(x: torch.Tensor, gate: QuantTensor, up: QuantTensor, down: QuantTensor, act: str) -> torch.Tensor:
-    g = kernels.linear(x, gate)
-    u = kernels.linear(x, up)
-    if act == "swiglu":
-        h = F.silu(g) * u
-    elif act == "geglu":
-        h = F.gelu(g, approximate="tanh") * u
-    elif act == "relu":
-        h = F.relu(g) * u
-    else:  # drelu (TurboSparse): both branches through ReLU
-        h = F.relu(g) * F.relu(u)
-    return kernels.linear(h, down)
+_ACTIVATIONS = {
+    "swiglu": lambda g, u: F.silu(g, inplace=True).mul_(u),
+    "geglu": lambda g, u: F.gelu(g, approximate="tanh").mul_(u),
+    "relu": lambda g, u: g.relu_().mul_(u),
+    "drelu": lambda g, u: g.relu_().mul_(u.relu_()),  # TurboSparse: both branches through ReLU
+}
+
+
+class DenseFFN:
+    """The gated FFN: down(act(gate(x)) * up(x)). Blocks hold one per layer; the sparsity
+    package swaps in variants that compute only the neurons a token needs."""
+
+    def __init__(self, gate: QuantTensor, up: QuantTensor, down: QuantTensor, act: str):
+        self.gate, self.up, self.down, self.act = gate, up, down, act
+        self._act = _ACTIVATIONS[act]
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """act(gate(x)) * up(x): the FFN's neurons."""
+        g, u = kernels.linear_multi(x, [self.gate, self.up])
+        return self._act(g, u)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.linear(self.hidden(x), self.down)

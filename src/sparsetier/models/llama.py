@@ -14,7 +14,7 @@ from .. import kernels
 from ..kvcache import KVCache
 from ..weights.tensor import QuantTensor
 from .config import ModelConfig
-from .layers import Batch, Rope, attention, ffn, optional_vector, positions_of, require, rms_norm, vector
+from .layers import Batch, DenseFFN, Rope, attention, optional_vector, require, rms_norm, vector
 
 
 @dataclass
@@ -30,9 +30,7 @@ class Block:
     q_norm: torch.Tensor | None  # Qwen3
     k_norm: torch.Tensor | None
     ffn_norm: torch.Tensor
-    gate: QuantTensor
-    up: QuantTensor
-    down: QuantTensor
+    ffn: DenseFFN
 
 
 class LlamaModel:
@@ -42,12 +40,12 @@ class LlamaModel:
         self.embed = require(weights, "token_embd.weight")
         self.output = weights.get("output.weight", self.embed)
         self.output_norm = vector(weights, "output_norm.weight")
-        self.blocks = [self._block(weights, i) for i in range(cfg.n_layers)]
+        self.blocks = [self._block(weights, i, cfg.ffn_act) for i in range(cfg.n_layers)]
         freq_factors = optional_vector(weights, "rope_freqs.weight")
         self.rope = Rope(cfg, cfg.rope_theta, scaled=True, freq_factors=freq_factors)
 
     @staticmethod
-    def _block(w: dict[str, QuantTensor], i: int) -> Block:
+    def _block(w: dict[str, QuantTensor], i: int, act: str) -> Block:
         p = f"blk.{i}."
         return Block(
             attn_norm=vector(w, p + "attn_norm.weight"),
@@ -61,31 +59,35 @@ class LlamaModel:
             q_norm=optional_vector(w, p + "attn_q_norm.weight"),
             k_norm=optional_vector(w, p + "attn_k_norm.weight"),
             ffn_norm=vector(w, p + "ffn_norm.weight"),
-            gate=require(w, p + "ffn_gate.weight"),
-            up=require(w, p + "ffn_up.weight"),
-            down=require(w, p + "ffn_down.weight"),
+            ffn=DenseFFN(
+                require(w, p + "ffn_gate.weight"),
+                require(w, p + "ffn_up.weight"),
+                require(w, p + "ffn_down.weight"),
+                act,
+            ),
         )
 
     def forward(
         self, tokens: torch.Tensor, cache: KVCache, batch: Batch, all_logits: bool = False
     ) -> torch.Tensor:
         """tokens [B, T] -> logits [B, T, vocab] (all_logits) or [B, vocab] for the last position."""
-        cfg = self.cfg
+        cfg, eps = self.cfg, self.cfg.norm_eps
         B, T = tokens.shape
-        cos_sin = self.rope.at(positions_of(batch, T))
+        rope = self.rope.tables(batch, T)
         x = kernels.embedding(self.embed, tokens)
         for i, blk in enumerate(self.blocks):
-            h = rms_norm(x, blk.attn_norm, cfg.norm_eps)
-            q = kernels.linear(h, blk.wq, blk.bq).view(B, T, cfg.n_heads, cfg.head_dim)
-            k = kernels.linear(h, blk.wk, blk.bk).view(B, T, cfg.n_kv_heads, cfg.head_dim)
-            v = kernels.linear(h, blk.wv, blk.bv).view(B, T, cfg.n_kv_heads, cfg.head_dim)
+            h = rms_norm(x, blk.attn_norm, eps)
+            q, k, v = kernels.linear_multi(h, [blk.wq, blk.wk, blk.wv], [blk.bq, blk.bk, blk.bv])
+            q = q.view(B, T, cfg.n_heads, cfg.head_dim)
+            k = k.view(B, T, cfg.n_kv_heads, cfg.head_dim)
+            v = v.view(B, T, cfg.n_kv_heads, cfg.head_dim)
             if blk.q_norm is not None:
-                q, k = rms_norm(q, blk.q_norm, cfg.norm_eps), rms_norm(k, blk.k_norm, cfg.norm_eps)
-            q, k = self.rope(q, cos_sin), self.rope(k, cos_sin)
+                q, k = rms_norm(q, blk.q_norm, eps), rms_norm(k, blk.k_norm, eps)
+            self.rope.apply_(q, rope)
+            self.rope.apply_(k, rope)
             a = attention(q, k, v, cache, i, batch, cfg.attn_scale, cfg.layer_windows[i])
-            x = x + kernels.linear(a, blk.wo)
-            h = rms_norm(x, blk.ffn_norm, cfg.norm_eps)
-            x = x + ffn(h, blk.gate, blk.up, blk.down, cfg.ffn_act)
+            h = kernels.add_rms_norm_(x, kernels.linear(a, blk.wo), blk.ffn_norm, eps)
+            x += blk.ffn(h)
         if not all_logits:
             x = x[:, -1]
-        return kernels.linear(rms_norm(x, self.output_norm, cfg.norm_eps), self.output)
+        return kernels.linear(rms_norm(x, self.output_norm, eps), self.output)

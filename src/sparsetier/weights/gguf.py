@@ -61,25 +61,44 @@ class _FastReader(GGUFReader):
             raise ModelFileError(f"unknown GGUF metadata value type {int(raw_itype[0])}") from None
         n = int(alen[0])
         if itype == GGUFValueType.STRING:
+            # One view of the whole region plus start/length arrays, not two numpy views per
+            # string (on a 262k vocabulary those cost ~80 MB); GGUFFile.get decodes on demand.
             plain = self._plain
             size = plain.shape[0]
             unpack = struct.Struct("<Q").unpack_from
-            parts: list[np.ndarray] = [raw_itype, alen]
-            for _ in range(n):
+            starts = np.empty(n, dtype=np.int64)
+            lens = np.empty(n, dtype=np.int64)
+            begin = offs
+            for i in range(n):
                 if offs + 8 > size:
                     raise _Truncated(offs, offs + 8)
                 (slen,) = unpack(plain, offs)
-                if offs + 8 + slen > size:
-                    raise _Truncated(offs, offs + 8 + slen)
-                parts.append(plain[offs : offs + 8].view(np.uint64))
-                parts.append(plain[offs + 8 : offs + 8 + slen])
+                starts[i], lens[i] = offs + 8, slen
                 offs += 8 + slen
-            return offs - orig_offs, parts, list(range(3, 2 + 2 * n, 2)), [GGUFValueType.ARRAY, itype]
+            if offs > size:
+                raise _Truncated(begin, offs)
+            self._pending_strings = (starts, lens)
+            return offs - orig_offs, [raw_itype, alen, plain[begin:offs]], [], [GGUFValueType.ARRAY, itype]
         nptype = self.gguf_scalar_to_np.get(itype)
         if nptype is None:  # arrays of arrays: rare, let the stock reader walk them
             return super()._get_field_parts(orig_offs, raw_type)
         arr = self._get(offs, nptype, n)
         return offs + arr.nbytes - orig_offs, [raw_itype, alen, arr], [2], [GGUFValueType.ARRAY, itype]
+
+    def _push_field(self, field, skip_sum=False):
+        pending = self.__dict__.pop("_pending_strings", None)
+        if pending is not None:
+            self.__dict__.setdefault("string_arrays", {})[field.name] = pending
+        return super()._push_field(field, skip_sum)
+
+    def strings(self, name: str) -> list[str]:
+        """A string-array field, decoded now (the reader keeps only offsets)."""
+        starts, lens = self.string_arrays[name]
+        raw = self._plain
+        return [
+            bytes(raw[a : a + n]).decode("utf-8", "replace")
+            for a, n in zip(starts.tolist(), lens.tolist(), strict=True)
+        ]
 
     def _build_tensors(self, start_offs, fields):
         file_size = self._plain.shape[0]
@@ -113,7 +132,9 @@ class _FastReader(GGUFReader):
         super()._build_tensors(start_offs, fields)
 
 
-def _field_value(field: ReaderField) -> Any:
+def _field_value(reader: _FastReader, field: ReaderField) -> Any:
+    if field.name in reader.__dict__.get("string_arrays", {}):
+        return reader.strings(field.name)
     if field.types and field.types[0] == GGUFValueType.ARRAY and field.types[-1] != GGUFValueType.STRING:
         if len(field.data) == 1 and len(field.parts) == 3:
             return field.parts[2].tolist()
@@ -149,11 +170,15 @@ class GGUFFile:
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
-        return {k: _field_value(f) for k, f in self.reader.fields.items() if not k.startswith("GGUF.")}
+        return {
+            k: _field_value(self.reader, f)
+            for k, f in self.reader.fields.items()
+            if not k.startswith("GGUF.")
+        }
 
     def get(self, key: str, default: Any = None) -> Any:
         field = self.reader.fields.get(key)
-        return default if field is None else _field_value(field)
+        return default if field is None else _field_value(self.reader, field)
 
     @property
     def architecture(self) -> str:

@@ -69,7 +69,7 @@ def config_from_gguf(g: GGUFFile) -> ModelConfig:
     n_heads = int(_meta(g, arch, "attention.head_count", required=True))
     head_dim = int(_meta(g, arch, "attention.key_length", dim // n_heads))
     tokens = g.reader.fields.get("tokenizer.ggml.tokens")
-    vocab = int(_meta(g, arch, "vocab_size", 0)) or (len(tokens.data) if tokens else 0)
+    vocab = int(_meta(g, arch, "vocab_size", 0)) or (int(tokens.parts[1][0]) if tokens else 0)  # array length
     if not vocab and "token_embd.weight" in g.tensors:
         vocab = g.tensors["token_embd.weight"].shape[0]
     scaling = RopeScaling()

@@ -179,6 +179,8 @@ double read_bandwidth(int64_t bytes, int64_t reps) {
 
 }  // namespace
 
+void register_decode_ops(pybind11::module& m);  // decode_ops.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsetier CPU kernels on GGML-quantized weights";
   m.def("linear", &linear, "y = x @ W.T (+ bias) on GGML weights", pybind11::arg("x"), pybind11::arg("data"),
@@ -196,4 +198,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("read_bandwidth", &read_bandwidth, "memory read bandwidth, GB/s", pybind11::arg("bytes"),
         pybind11::arg("reps"));
   m.def("simd_level", []() { return std::string(st::simd_level()); });
+  register_decode_ops(m);
 }
