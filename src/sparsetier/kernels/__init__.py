@@ -102,7 +102,12 @@ def _usable(x: torch.Tensor, w: QuantTensor) -> bool:
 
 
 def linear(x: torch.Tensor, w: QuantTensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x @ W.T (+ bias) for x [..., in_features] float32 -> [..., out_features] float32."""
+    """y = x @ W.T (+ bias) for x [..., in_features] float32 -> [..., out_features] float32.
+
+    `w` may also be a weight wrapper (sparse or streamed weights) that is not a QuantTensor:
+    it brings its own `linear(x, bias)`."""
+    if type(w) is not QuantTensor:
+        return w.linear(x, bias)
     if not _usable(x, w):
         return reference.linear(x, w, bias)
     cols = w.shape[-1]
@@ -121,7 +126,7 @@ def linear_multi(
     if biases is None:
         biases = [None] * len(ws)
     cols = x.shape[-1]
-    if x.numel() > PREFILL_MIN_TOKENS * cols or not all(_usable(x, w) for w in ws):
+    if x.numel() > PREFILL_MIN_TOKENS * cols or not all(type(w) is QuantTensor and _usable(x, w) for w in ws):
         return [linear(x, w, b) for w, b in zip(ws, biases, strict=True)]
     datas, qtypes, rows = [w.data for w in ws], [int(w.qtype) for w in ws], [w.shape[0] for w in ws]
     return _ext.linear_multi(x, datas, qtypes, rows, cols, list(biases), _exact)
