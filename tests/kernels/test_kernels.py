@@ -223,8 +223,11 @@ def test_batch_sizes(qtype: GGMLType, n: int) -> None:
     with kernels.set_exact(False):
         y = kernels.linear(x, w)
         _check_fast(y, x, w)
-        # each activation row is independent of its batch-mates
-        assert torch.equal(y[n - 1 :], kernels.linear(x[n - 1 :], w))
+        # each activation row is independent of its batch-mates. One row and batches of >= 2
+        # rows may take different kernels (gemv_g16.h: same integer sums, another float order),
+        # so compare batches with batches; the single row is checked by the n=1 case.
+        m = min(n, 2)
+        assert torch.equal(y[n - m :], kernels.linear(x[n - m :], w))
 
 
 @pytest.mark.parametrize("exact", [True, False])

@@ -18,6 +18,8 @@ class EngineSpec:
     requires: str  # the module that must be installed for the engine to run
     install_hint: str
     options: dict[str, Any] = field(default_factory=dict)
+    prepare: bool = False  # the runner's `prepare(path, options)` runs once per model, unconstrained
+    default: bool = True  # in the default engine list (else: only when asked for, or under a limit)
 
     def available(self) -> bool:
         return importlib.util.find_spec(self.requires) is not None
@@ -50,6 +52,17 @@ ENGINES: dict[str, EngineSpec] = {
             "transformers",
             "install it with `pip install transformers accelerate`",
             {"dtype": "bfloat16"},
+        ),
+        # accelerate disk offload: the peer for models larger than memory (--memory-limit)
+        EngineSpec(
+            "transformers-offload",
+            "sparsetier.bench.run_offload",
+            "torch",
+            "accelerate",
+            "install it with `pip install transformers accelerate`",
+            {"dtype": "bfloat16"},
+            prepare=True,
+            default=False,
         ),
     ]
 }

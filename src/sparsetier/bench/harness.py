@@ -19,7 +19,16 @@ from tqdm import tqdm
 from ..errors import SparsetierError
 from .engines import BASELINE, ENGINES, EngineSpec
 
-METRICS = ("prefill_tok_s", "decode_tok_s", "ttft_s", "peak_rss_bytes", "load_s", "disk_read_bytes_per_token")
+METRICS = (
+    "prefill_tok_s",
+    "decode_tok_s",
+    "ttft_s",
+    "peak_rss_bytes",
+    "load_s",
+    "disk_read_bytes_per_token",
+    "cgroup_peak_bytes",
+    "streamed_bytes_per_token",
+)
 
 
 @dataclass
@@ -30,6 +39,7 @@ class Settings:
     gen_tokens: int = 128
     warmup: bool = True
     timeout_s: float = 3600.0  # per worker process
+    memory_limit: int | None = None  # every worker inside a memory cgroup of this many bytes
 
     def validate(self) -> None:
         for name in ("threads", "runs", "prompt_tokens"):
@@ -63,6 +73,7 @@ class Machine:
     bandwidth_method: str
     python_rss_bytes: int  # the bare interpreter
     import_rss_bytes: dict[str, int]  # extra peak RSS from importing each runtime
+    disk_bytes_s: float | None = None  # O_DIRECT read speed of the model file (memory limit/budget runs)
 
 
 @dataclass
@@ -84,6 +95,10 @@ class Record:
     peak_rss_bytes: int | None = None
     load_s: float | None = None
     disk_read_bytes_per_token: float | None = None
+    cgroup_peak_bytes: int | None = None  # the memory cgroup's peak usage (page cache included)
+    streamed_bytes_per_token: float | None = None  # ours under a budget: disk bytes one decode step reads
+    disk_ceiling_fraction: float | None = None  # decode tok/s x disk bytes per token / disk read speed
+    memory_limit: int | None = None
     weight_bytes_per_token: int | None = None
     bandwidth_bytes_s: float | None = None
     roofline_fraction: float | None = None
@@ -138,33 +153,69 @@ def _worker_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_worker(job: dict[str, Any], threads: int, timeout_s: float) -> dict[str, Any]:
+def run_worker(
+    job: dict[str, Any], threads: int, timeout_s: float, memory_limit: int | None = None
+) -> dict[str, Any]:
     """Run one job in a fresh `sparsetier.bench.worker` process; its result, or {"error": ...}.
 
-    This is the one place a worker is started: a memory limit (a cgroup the worker joins)
-    belongs here."""
+    This is the one place a worker is started. With `memory_limit` it runs inside a memory cgroup
+    of that size (page cache included), after the files it will read are evicted from the page
+    cache so that they count against its limit."""
+    from ..tiers.cgroup import MemoryCgroup
+    from ..tiers.storage import drop_page_cache
+
     with tempfile.TemporaryDirectory(prefix="sparsetier-bench-") as tmp:
         job_path, result_path, log_path = (os.path.join(tmp, n) for n in ("job.json", "result.json", "log"))
         with open(job_path, "w") as f:
             json.dump(job, f)
         argv = [sys.executable, "-m", "sparsetier.bench.worker", job_path, result_path]
-        with open(log_path, "w") as log:
-            try:
-                proc = subprocess.run(
-                    argv, stdout=log, stderr=subprocess.STDOUT, env=_worker_env(threads), timeout=timeout_s
-                )
-            except subprocess.TimeoutExpired:
-                return {"error": f"timed out after {timeout_s:.0f} s"}
+        cgroup = None
+        if memory_limit is not None:
+            for path in _files_read(job):
+                drop_page_cache(path)
+            cgroup = MemoryCgroup(memory_limit)
+            argv = cgroup.wrap(argv)
+        try:
+            with open(log_path, "w") as log:
+                try:
+                    proc = subprocess.run(
+                        argv,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=_worker_env(threads),
+                        timeout=timeout_s,
+                    )
+                except subprocess.TimeoutExpired:
+                    return {"error": f"timed out after {timeout_s:.0f} s"}
+            stats = cgroup.stats() if cgroup else None
+        finally:
+            if cgroup is not None:
+                cgroup.remove()
         if proc.returncode < 0:
             sig = signal.Signals(-proc.returncode).name
+            if stats is not None and stats.oom_kills and sig == "SIGKILL":
+                return {"error": f"killed for memory (out of memory in a {memory_limit / 1e6:.0f} MB cgroup)"}
             why = " (out of memory?)" if sig == "SIGKILL" else ""
             return {"error": f"killed by {sig}{why}"}
         if os.path.exists(result_path):
             with open(result_path) as f:
-                return json.load(f)
+                result = json.load(f)
+            if stats is not None and "error" not in result:
+                result["cgroup_peak_bytes"] = stats.peak_bytes
+            return result
         with open(log_path, errors="replace") as f:
             tail = [ln for ln in f.read().splitlines() if ln.strip()][-1:] or ["no output"]
         return {"error": f"worker exited with code {proc.returncode}: {tail[0][:300]}"}
+
+
+def _files_read(job: dict[str, Any]) -> list[str]:
+    """The model file (and a converted checkpoint's or an offload folder's files) a job reads."""
+    paths = [job["path"]] if "path" in job else []
+    options = job.get("options", {})
+    for folder in (options.get("hf_folder"), options.get("offload_folder")):
+        if folder and os.path.isdir(folder):
+            paths += [os.path.join(folder, n) for n in os.listdir(folder)]
+    return paths
 
 
 def _cpu_name() -> str:
@@ -180,7 +231,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure_machine(engines: list[EngineSpec], settings: Settings, bar: tqdm | None = None) -> Machine:
+def measure_machine(
+    engines: list[EngineSpec], settings: Settings, bar: tqdm | None = None, disk_probe: str | None = None
+) -> Machine:
     """Memory read bandwidth at the bench's thread count, and the fixed memory cost of each runtime."""
     runtimes = list(dict.fromkeys(e.runtime for e in engines))
     if bar:
@@ -201,7 +254,15 @@ def measure_machine(engines: list[EngineSpec], settings: Settings, bar: tqdm | N
             python_rss = res["python_rss_bytes"]
         if bar:
             bar.update(1)
-    return Machine(_cpu_name(), settings.threads, bw["bandwidth_bytes_s"], bw["method"], python_rss, imports)
+    disk = None
+    if disk_probe is not None:  # runs that read weights from disk: how fast can the disk deliver?
+        if bar:
+            bar.set_description("disk")
+        res = run_worker({"mode": "disk", "path": disk_probe}, settings.threads, settings.timeout_s)
+        disk = res.get("disk_bytes_s")
+    return Machine(
+        _cpu_name(), settings.threads, bw["bandwidth_bytes_s"], bw["method"], python_rss, imports, disk
+    )
 
 
 def _median(values: list[Any]) -> Any:
@@ -227,18 +288,25 @@ def summarize(
         runtime_import_rss_bytes=machine.import_rss_bytes.get(case.engine.runtime),
         errors=[r["error"] for r in results if "error" in r],
         baseline=case.engine.name == BASELINE and not case.options,
+        memory_limit=settings.memory_limit,
     )
     rec.raw = {m: [r.get(m) for r in ok] for m in METRICS}
+    if any("tiers" in r for r in ok):  # ours under a budget: resident bytes per tier, stream timings
+        rec.raw["tiers"] = [r.get("tiers") for r in ok]
     for m in METRICS:
         setattr(rec, m, _median(rec.raw[m]))
-    if rec.peak_rss_bytes is not None:
-        rec.peak_rss_bytes = int(rec.peak_rss_bytes)
+    for m in ("peak_rss_bytes", "cgroup_peak_bytes"):
+        if getattr(rec, m) is not None:
+            setattr(rec, m, int(getattr(rec, m)))
     if ok:
         rec.tokens = ok[0]["tokens"]
         reported = _median([r.get("weight_bytes_per_token") for r in ok])
         rec.weight_bytes_per_token = int(reported) if reported is not None else file_bytes_per_token
         if rec.decode_tok_s is not None and machine.bandwidth_bytes_s > 0:
             rec.roofline_fraction = rec.decode_tok_s * rec.weight_bytes_per_token / machine.bandwidth_bytes_s
+        streamed = rec.streamed_bytes_per_token or rec.disk_read_bytes_per_token
+        if rec.decode_tok_s and streamed and machine.disk_bytes_s:
+            rec.disk_ceiling_fraction = rec.decode_tok_s * streamed / machine.disk_bytes_s
     return rec
 
 
@@ -257,12 +325,27 @@ def run_bench(cases: list[Case], settings: Settings, progress: bool = True) -> t
     by_model: dict[str, list[Case]] = {}
     for c in cases:
         by_model.setdefault(c.path, []).append(c)
-    total = 1 + len(runtimes) + settings.runs * len(cases)
+    tiered = settings.memory_limit is not None or any("memory_budget" in c.options for c in cases)
+    total = 1 + len(runtimes) + tiered + settings.runs * len(cases)
     results: dict[int, list[dict[str, Any]]] = {id(c): [] for c in cases}
+    prepared: dict[int, dict[str, Any]] = {}
     with tqdm(
         total=total, desc="bench", unit="run", file=sys.stderr, disable=not progress, dynamic_ncols=True
     ) as bar:
-        machine = measure_machine(engines, settings, bar)
+        machine = measure_machine(engines, settings, bar, disk_probe=paths[0] if tiered else None)
+        for case in cases:  # e.g. a converted checkpoint: made once, outside any memory limit
+            if case.engine.prepare:
+                bar.set_description(f"{case.model} {case.label} (prepare)")
+                job = {
+                    "mode": "prepare",
+                    "runner": case.engine.runner,
+                    "path": case.path,
+                    "options": {**case.engine.options, **case.options},
+                }
+                res = run_worker(job, settings.threads, settings.timeout_s)
+                prepared[id(case)] = res.get("options", {})
+                if "error" in res:
+                    results[id(case)].append(res)
         for r in range(settings.runs):
             for group in by_model.values():
                 k = r % len(group)
@@ -276,9 +359,14 @@ def run_bench(cases: list[Case], settings: Settings, progress: bool = True) -> t
                         "prompt": prompts[case.path],
                         "gen_tokens": settings.gen_tokens,
                         "warmup": settings.warmup,
-                        "options": {**case.engine.options, **case.options},
+                        "options": {**case.engine.options, **case.options, **prepared.get(id(case), {})},
                     }
-                    results[id(case)].append(run_worker(job, settings.threads, settings.timeout_s))
+                    if settings.memory_limit is None:
+                        result = run_worker(job, settings.threads, settings.timeout_s)
+                    else:
+                        job["options"]["memory_limit"] = settings.memory_limit
+                        result = run_worker(job, settings.threads, settings.timeout_s, settings.memory_limit)
+                    results[id(case)].append(result)
                     bar.update(1)
     records = [summarize(c, results[id(c)], settings, machine, file_bytes[c.path]) for c in cases]
     return records, machine

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Loaded:
 
     generate: Callable[[list[int], int], Iterator[int]]
     weight_bytes_per_token: int | None = None  # None: the model file's count (roofline.gguf_bytes_per_token)
+    info: Callable[[], dict[str, Any]] | None = None  # engine-specific figures, read after the timed run
 
 
 @dataclass

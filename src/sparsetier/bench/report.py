@@ -58,6 +58,16 @@ def _with_ratio(v: float | None, ratio: float | None, fmt: str = ".1f") -> str:
 
 
 COLUMNS = ("engine", "prefill tok/s", "decode tok/s", "TTFT s", "peak RSS MB", "MB/token", "roofline")
+# Runs under a memory limit or weight budget add what the disk did (docs/benchmarks.md).
+TIER_COLUMNS = ("disk MB/token", "disk ceiling", "cgroup peak MB")
+
+
+def _tiered(records: list[Record]) -> bool:
+    return any(r.memory_limit or "memory_budget" in r.options for r in records)
+
+
+def columns(records: list[Record]) -> tuple[str, ...]:
+    return COLUMNS + (TIER_COLUMNS if _tiered(records) else ())
 
 
 def _cells(rec: Record, records: list[Record]) -> list[str]:
@@ -66,6 +76,14 @@ def _cells(rec: Record, records: list[Record]) -> list[str]:
     r = ratios(rec, records) if not rec.baseline else dict.fromkeys(RATIO_METRICS)
     label = rec.label if not rec.errors else f"{rec.label} ({rec.runs}/{rec.runs + len(rec.errors)} runs ok)"
     rss = rec.peak_rss_bytes / MB if rec.peak_rss_bytes is not None else None
+    tier_cells = []
+    if _tiered(records):
+        disk = rec.disk_read_bytes_per_token
+        tier_cells = [
+            _num(disk / MB if disk is not None else None),
+            "-" if rec.disk_ceiling_fraction is None else f"{rec.disk_ceiling_fraction:.0%}",
+            _num(rec.cgroup_peak_bytes / MB if rec.cgroup_peak_bytes else None, ".0f"),
+        ]
     return [
         label,
         _with_ratio(rec.prefill_tok_s, r["prefill_tok_s"]),
@@ -74,6 +92,7 @@ def _cells(rec: Record, records: list[Record]) -> list[str]:
         _with_ratio(rss, r["peak_rss_bytes"], ".0f"),
         _num(rec.weight_bytes_per_token / MB if rec.weight_bytes_per_token else None),
         "-" if rec.roofline_fraction is None else f"{rec.roofline_fraction:.0%}",
+        *tier_cells,
     ]
 
 
@@ -83,7 +102,13 @@ def _gbs(machine: Machine) -> str:
 
 def machine_lines(machine: Machine) -> list[str]:
     imports = "; ".join(f"{m} +{v / MB:.0f} MB" for m, v in machine.import_rss_bytes.items())
-    return [
+    disk = []
+    if machine.disk_bytes_s:
+        disk = [
+            f"disk read speed: {machine.disk_bytes_s / 1e9:.2f} GB/s "
+            "(O_DIRECT 8 MiB reads of the model file, 4 in flight)"
+        ]
+    return disk + [
         f"cpu: {machine.cpu}, {machine.threads} threads",
         f"memory read bandwidth: {_gbs(machine)} ({machine.bandwidth_method} probe)",
         f"fixed cost of importing a runtime (peak RSS): python alone {machine.python_rss_bytes / MB:.0f} MB"
@@ -104,14 +129,19 @@ def format_table(records: list[Record], machine: Machine) -> str:
             f"{first.prompt_tokens}-token prompt, {first.gen_tokens} greedy tokens, median of {runs} "
             f"run{'s' if runs != 1 else ''}; (x) = engine / {BASELINE} on the same model"
         )
+    if first and first.memory_limit:
+        lines.append(
+            f"every engine inside a {first.memory_limit / MB:.0f} MB memory cgroup (page cache included)"
+        )
+    cols = columns(records)
     for model, path in _models(records):
-        rows = [list(COLUMNS)] + [_cells(r, records) for r in records if r.path == path]
-        full = [row for row in rows if len(row) == len(COLUMNS)]  # error rows span the line instead
-        widths = [max(len(row[i]) for row in full) for i in range(len(COLUMNS))]
+        rows = [list(cols)] + [_cells(r, records) for r in records if r.path == path]
+        full = [row for row in rows if len(row) == len(cols)]  # error rows span the line instead
+        widths = [max(len(row[i]) for row in full) for i in range(len(cols))]
         widths[0] = max(len(row[0]) for row in rows)
         lines += ["", f"{model}  ({os.path.basename(path)})"]
         for row in rows:
-            if len(row) < len(COLUMNS):
+            if len(row) < len(cols):
                 lines.append(f"  {row[0]:<{widths[0]}}  {row[1]}")
                 continue
             cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
@@ -123,11 +153,14 @@ def format_markdown(records: list[Record], machine: Machine, command: str = "") 
     out = [f"- {line}" for line in machine_lines(machine)]
     if command:
         out.append(f"- command: `{command}`")
-    out += ["", "| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    cols = columns(records)
+    if records and records[0].memory_limit:
+        out.append(f"- every engine inside a {records[0].memory_limit / MB:.0f} MB memory cgroup")
+    out += ["", "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for model, path in _models(records):
         for rec in (r for r in records if r.path == path):
             cells = _cells(rec, records)
-            cells += [""] * (len(COLUMNS) - len(cells))
+            cells += [""] * (len(cols) - len(cells))
             out.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -12,6 +12,7 @@ from .measure import Loaded
 def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loaded:
     from llama_cpp import Llama
 
+    options = {k: v for k, v in options.items() if k != "memory_limit"}  # the cgroup enforces it
     if options:
         raise ValueError(f"llama.cpp runner: unknown options {sorted(options)}")
     llm = Llama(

@@ -13,9 +13,26 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
     from ..engine import GREEDY, Engine
     from ..errors import SparsetierError
 
+    options = dict(options)
+    budget = options.pop("memory_budget", None)
+    limit = options.pop("memory_limit", None)
+    level = options.pop("sparsity", None)
+    scope = options.pop("sparsity_scope", "all")
     if options:
         raise SparsetierError(f"sparsetier runner: unknown options {sorted(options)}")
-    engine = Engine.load(path, threads=threads, ctx_size=ctx_size, progress=False)
+    engine = Engine.load(
+        path,
+        threads=threads,
+        ctx_size=ctx_size,
+        progress=False,
+        memory_budget=budget,
+        memory_limit=limit if budget is None else None,
+    )
+    applied = None
+    if level is not None:
+        from .. import sparsity
+
+        applied = sparsity.enable(engine, level, scope)
 
     def generate(ids: list[int], n: int) -> Iterator[int]:
         engine.slots[0].tokens.clear()  # forget the warm-up: the engine would reuse its KV prefix
@@ -24,4 +41,13 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
     # Counted from the weights the engine holds, so a sparse or tiered engine can report fewer.
     weights = engine.source.weights
     nbytes = {name: w.nbytes for name, w in weights.items()}
-    return Loaded(generate, decode_bytes_per_token(nbytes, weights[EMBED].shape[0]))
+
+    def info() -> dict[str, Any]:
+        if applied is not None:
+            return {"sparse_skip_bytes_per_token": applied.expected_skip_bytes()}
+        if engine.tiers is None:
+            return {}
+        r = engine.tiers.report()
+        return {"streamed_bytes_per_token": r["streamed_bytes_per_token"], "tiers": r}
+
+    return Loaded(generate, decode_bytes_per_token(nbytes, weights[EMBED].shape[0]), info)

@@ -4,7 +4,7 @@ decoding greedily step by step with its own KV cache."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .measure import Loaded
@@ -24,6 +24,13 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
     )
     model.eval()
 
+    return Loaded(greedy_generator(model), float_bytes_per_token(model))
+
+
+def greedy_generator(model: Any) -> Callable[[list[int], int], Iterator[int]]:
+    """Greedy decoding with transformers' own KV cache, one step per token."""
+    import torch
+
     def step(ids: list[int], past: Any) -> tuple[int, Any]:
         with torch.inference_mode():
             # logits_to_keep=1: only the last position's logits, as the other engines compute
@@ -37,7 +44,7 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
             if i + 1 < n:
                 token, past = step([token], past)
 
-    return Loaded(generate, float_bytes_per_token(model))
+    return generate
 
 
 def float_bytes_per_token(model: Any) -> int:

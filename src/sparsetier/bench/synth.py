@@ -169,10 +169,10 @@ def _tokenizer_fields(
             vtype = field.types[0]
             sub = field.types[-1] if vtype == GGUFValueType.ARRAY else None
             out.append((key, g.get(key), vtype, sub))
-    tokens = g.reader.fields.get("tokenizer.ggml.tokens")
+    tokens = g.get("tokenizer.ggml.tokens")  # decoded: compact string arrays keep no per-item data
     if tokens is None:
         raise SparsetierError(f"{g.path} has no tokenizer.ggml.tokens to copy")
-    return len(tokens.data), out
+    return len(tokens), out
 
 
 def write_model(

@@ -47,6 +47,7 @@ def run_generate(job: dict[str, Any]) -> dict[str, Any]:
         # weights stay in memory; what a memory budget or limit turns into disk traffic
         "disk_read_bytes_per_token": (disk1 - disk0) / n if disk0 is not None and disk1 is not None else None,
         "tokens": timing.tokens,
+        **(loaded.info() if loaded.info else {}),
     }
 
 
@@ -63,7 +64,24 @@ def run_bandwidth(job: dict[str, Any]) -> dict[str, Any]:
     return {"bandwidth_bytes_s": value, "method": method}
 
 
-MODES = {"generate": run_generate, "import": run_import, "bandwidth": run_bandwidth}
+def run_prepare(job: dict[str, Any]) -> dict[str, Any]:
+    runner = importlib.import_module(job["runner"])
+    return {"options": runner.prepare(job["path"], job["options"])}
+
+
+def run_disk(job: dict[str, Any]) -> dict[str, Any]:
+    from ..tiers.storage import probe_read_bandwidth
+
+    return {"disk_bytes_s": probe_read_bandwidth(job["path"])}
+
+
+MODES = {
+    "generate": run_generate,
+    "import": run_import,
+    "bandwidth": run_bandwidth,
+    "disk": run_disk,
+    "prepare": run_prepare,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ import argparse
 import shlex
 import sys
 
-from ..bench.engines import ENGINES
+from ..bench.engines import BASELINE, ENGINES
 from ..bench.harness import Case, Settings, resolve_models, run_bench, select_engines
 from ..weights import catalog
 
@@ -26,8 +26,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--engines",
-        default=",".join(ENGINES),
-        help=f"comma-separated subset of: {', '.join(ENGINES)} (default: all)",
+        default=None,
+        help=f"comma-separated subset of: {', '.join(ENGINES)} (default: all but transformers-offload, "
+        "which joins them under --memory-limit)",
+    )
+    p.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        default=None,
+        help="run every engine inside a memory cgroup of SIZE (e.g. 1.2G, 700M): page cache counts, "
+        "as on a machine with that much RAM; our engine fits its weight budget to it",
+    )
+    p.add_argument(
+        "--memory-budget",
+        metavar="LIST",
+        default=None,
+        help="comma-separated weight budgets for our engine, one run each (e.g. 25%%,50%%,100%% or 1G)",
+    )
+    p.add_argument(
+        "--sparsity",
+        metavar="LIST",
+        default=None,
+        help="comma-separated activation sparsity levels for our engine, one run each (e.g. 0,40%%,auto; "
+        "needs `sparsetier profile MODEL` first)",
+    )
+    p.add_argument(
+        "--sparsity-scope",
+        default="all",
+        choices=("all", "down"),
+        help="projections a --sparsity level thresholds (default all)",
     )
     p.add_argument("--threads", "-t", type=int, default=2, help="threads for every engine (default 2)")
     p.add_argument(
@@ -56,7 +83,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import report
+    from ..tiers import parse_size
+    from ..tiers.cgroup import unavailable_reason
 
+    limit = parse_size(args.memory_limit, what="--memory-limit") if args.memory_limit else None
+    if limit is not None:
+        why = unavailable_reason()
+        if why is not None:
+            from ..errors import SparsetierError
+
+            raise SparsetierError(f"--memory-limit: {why}")
+    budgets = [b.strip() for b in args.memory_budget.split(",") if b.strip()] if args.memory_budget else []
+    for b in budgets:
+        parse_size(b, whole=1 << 40)  # the syntax now; percentages are resolved per model
+    levels = [x.strip() for x in args.sparsity.split(",") if x.strip()] if args.sparsity else []
+    if levels and budgets:
+        from ..errors import SparsetierError
+
+        raise SparsetierError("--sparsity cannot be combined with --memory-budget yet")
+    for x in levels:
+        if x.lower() != "auto":
+            from ..sparsity import parse_level
+
+            parse_level(x)
     settings = Settings(
         threads=args.threads,
         runs=args.runs,
@@ -64,9 +113,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         gen_tokens=args.gen_tokens,
         warmup=args.warmup,
         timeout_s=args.timeout,
+        memory_limit=limit,
     )
     settings.validate()
-    engines, skipped = select_engines([e.strip() for e in args.engines.split(",") if e.strip()])
+    names = args.engines.split(",") if args.engines else [n for n, e in ENGINES.items() if e.default or limit]
+    engines, skipped = select_engines([e.strip() for e in names if e.strip()])
     models = resolve_models(args.models or [catalog.DEFAULT_MODEL])
     for line in skipped:
         print(line, file=sys.stderr)
@@ -74,7 +125,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from ..errors import SparsetierError
 
         raise SparsetierError("none of the chosen engines is installed")
-    cases = [Case(e, name, path) for name, path in models for e in engines]
+    cases = []
+    for name, path in models:
+        for e in engines:
+            if e.name == BASELINE and budgets:  # in memory (the baseline), then each budget
+                cases += [Case(e, name, path)] + [Case(e, name, path, {"memory_budget": b}) for b in budgets]
+            elif e.name == BASELINE and levels:  # dense (the baseline), then each level
+                scope = {} if args.sparsity_scope == "all" else {"sparsity_scope": args.sparsity_scope}
+                cases += [Case(e, name, path)] + [
+                    Case(e, name, path, {"sparsity": x, **scope}) for x in levels if x not in ("0", "0%")
+                ]
+            else:
+                cases.append(Case(e, name, path))
     records, machine = run_bench(cases, settings, progress=args.progress)
     print(report.format_table(records, machine))
     command = _command(args, args.models or [catalog.DEFAULT_MODEL], [e.name for e in engines])
@@ -105,4 +167,12 @@ def _command(args: argparse.Namespace, models: list[str], engines: list[str]) ->
         parts += ["--prompt-tokens", str(args.prompt_tokens), "--gen-tokens", str(args.gen_tokens)]
     if not args.warmup:
         parts.append("--no-warmup")
+    if args.memory_limit:
+        parts += ["--memory-limit", args.memory_limit]
+    if args.memory_budget:
+        parts += ["--memory-budget", args.memory_budget]
+    if args.sparsity:
+        parts += ["--sparsity", args.sparsity]
+        if args.sparsity_scope != "all":
+            parts += ["--sparsity-scope", args.sparsity_scope]
     return shlex.join(parts)

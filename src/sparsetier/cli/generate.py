@@ -18,6 +18,40 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", "-t", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--ctx-size", "-c", type=int, default=4096, help="context size in tokens (default 4096)")
     p.add_argument("--verbose", "-v", action="store_true", help="print prefill/decode speed to stderr")
+    p.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        default=None,
+        help="hold at most SIZE of weights in memory (e.g. 1G, 700M, 25%% of the weights) and stream "
+        "the rest from disk; see `sparsetier plan`",
+    )
+
+
+def add_sparsity_args(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """--sparsity / --sparsity-scope (activation sparsity from the `sparsetier profile` sidecar)."""
+    p.add_argument(
+        "--sparsity",
+        metavar="LIST" if many else "S",
+        default=None,
+        help="skip input channels below magnitude thresholds calibrated by `sparsetier profile`: a "
+        "model-wide level (e.g. 40%% or 0.4; 0 = dense), or 'auto' for the profile's saved allocation"
+        + ("; a comma-separated list runs each" if many else ""),
+    )
+    p.add_argument(
+        "--sparsity-scope",
+        metavar="LIST" if many else "SCOPE",
+        default="all",
+        help="which projection inputs a model-wide level thresholds: all (q,k,v,o,gate,up,down) or down"
+        + (" (comma-separated list: each)" if many else " (default all)"),
+    )
+    if not many:
+        p.add_argument(
+            "--predictors",
+            metavar="DIR",
+            default=None,
+            help="compute only the FFN neurons that these predictors choose (a PowerInfer-format folder: "
+            "model_{i}.pt + config.json, e.g. from `sparsetier profile --train-predictors`); approximate",
+        )
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -41,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="complete a raw prompt (MODEL may be omitted for the default model)")
     p.add_argument("args", nargs="+", metavar="[MODEL] PROMPT")
     add_engine_args(p)
+    add_sparsity_args(p)
     add_sampling_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -48,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", help="catalog name, .gguf path or Hugging Face folder")
     p.add_argument("--system", default=None, help="system message")
     add_engine_args(p)
+    add_sparsity_args(p)
     add_sampling_args(p)
     p.set_defaults(func=cmd_chat)
 
@@ -71,7 +107,16 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
 def load_engine(model: str | None, args: argparse.Namespace) -> Engine:
     if args.ctx_size < 16:
         raise SparsetierError(f"--ctx-size must be >= 16, got {args.ctx_size}")
-    return Engine.load(model, threads=args.threads, ctx_size=args.ctx_size)
+    engine = Engine.load(
+        model, threads=args.threads, ctx_size=args.ctx_size, memory_budget=args.memory_budget
+    )
+    if getattr(args, "sparsity", None) is not None or getattr(args, "predictors", None):
+        from .. import sparsity
+
+        applied = sparsity.enable(engine, args.sparsity, args.sparsity_scope, predictors=args.predictors)
+        if applied is not None and args.verbose:
+            print(applied.summary(), file=sys.stderr)
+    return engine
 
 
 def _report(engine: Engine) -> None:
@@ -83,6 +128,8 @@ def _report(engine: Engine) -> None:
         f" | finish: {s.finish_reason}",
         file=sys.stderr,
     )
+    if engine.tiers is not None:
+        print(engine.tiers.summary(), file=sys.stderr)
 
 
 def _stream(engine: Engine, prompt: list[int], args: argparse.Namespace, params: SamplingParams) -> str:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import SparsetierError
-from . import bench, evaluate, generate, models, serve, synth
+from . import bench, evaluate, generate, models, plan, profile, serve, synth
 
 # Sub-command modules each expose `register(subparsers)` that adds their parsers with a
 # `func` default taking the parsed args and returning an exit code.
@@ -20,6 +20,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     serve.register,
     bench.register,
     synth.register,
+    plan.register,
+    profile.register,
 ]
 
 

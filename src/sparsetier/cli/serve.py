@@ -111,7 +111,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "port can use the model (set SPARSETIER_API_KEY)",
             file=sys.stderr,
         )
-    engine = Engine.load(args.model, threads=args.threads, ctx_size=args.ctx_size, n_slots=args.parallel)
+    engine = Engine.load(
+        args.model,
+        threads=args.threads,
+        ctx_size=args.ctx_size,
+        n_slots=args.parallel,
+        memory_budget=args.memory_budget,
+    )
+    if engine.tiers is not None:
+        print(f"sparsetier: {engine.tiers.summary()}", file=sys.stderr, flush=True)
     name, aliases = model_ids(args.model, args.served_model_name)
     config = ServerConfig(
         model_name=name,

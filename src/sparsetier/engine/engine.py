@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ..errors import ContextLengthError, SparsetierError
 from ..kvcache import KVCache
 from ..models import Batch, Model, build_model
+from ..tiers import TieredWeights, budget_for_limit
 from ..tokenizer import Tokenizer
 from ..weights.loader import ModelSource, open_model
 from .sampling import Sampler, SamplingParams
@@ -95,6 +96,7 @@ class Engine:
         self.slots = [Slot() for _ in range(n_slots)]
         self.stats = GenerationStats()
         self.last_reused = 0
+        self.tiers: TieredWeights | None = None  # set when loaded under a memory budget
 
     @classmethod
     def load(
@@ -106,15 +108,38 @@ class Engine:
         n_slots: int = 1,
         progress: bool = True,
         prefault: bool = True,
+        memory_budget: int | str | None = None,
+        memory_limit: int | None = None,
     ) -> Engine:
+        """`memory_budget` (bytes, "1G", "25%" of the weights) caps the weight bytes held in memory:
+        the rest streams from disk (tiers/). `memory_limit` caps the whole process instead: the
+        budget is what the runtime, tokenizer, KV cache and working buffers leave of it."""
         if threads is not None and threads < 1:
             raise SparsetierError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads or default_threads())
         source = open_model(model)
         tokenizer = Tokenizer.from_gguf(source.gguf) if source.gguf else Tokenizer.from_hf_folder(source.path)
-        if prefault:
+        tiers = None
+        prefill_chunk = 512
+        if memory_budget is not None or memory_limit is not None:
+            split = None
+            if memory_budget is None:
+                ctx = min(ctx_size or 4096, source.config.context_length)
+                split = budget_for_limit(memory_limit, source.config, ctx, n_slots, source.weight_bytes)
+                memory_budget, prefill_chunk = split.budget, split.prefill_chunk
+            tiers = TieredWeights.load(source, memory_budget, progress=progress)
+            tiers.limit = split
+        elif prefault:
             _prefault(source, progress)
-        return cls(source, tokenizer, ctx_size=ctx_size, n_slots=n_slots)
+        engine = cls(source, tokenizer, ctx_size=ctx_size, n_slots=n_slots, prefill_chunk=prefill_chunk)
+        if tiers is not None:
+            tiers.install(engine.model)
+            engine.tiers = tiers
+            if tiers.stream is not None and torch.get_num_threads() > 1:
+                # the stream's reader threads need a core too: with every core computing, their
+                # wake-ups stall the kernels' thread barriers (7-10x slower decode, docs/tiers.md)
+                torch.set_num_threads(torch.get_num_threads() - 1)
+        return engine
 
     def forward_tokens(self, tokens: list[int], slot: int, start: int) -> torch.Tensor:
         """Run tokens at positions start.. of one slot; return the last position's logits [vocab].

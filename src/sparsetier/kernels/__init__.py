@@ -125,6 +125,8 @@ def linear_multi(
     activations are quantized once and one parallel region covers all rows."""
     if biases is None:
         biases = [None] * len(ws)
+    if type(ws[0]) is not QuantTensor and hasattr(ws[0], "linear_multi"):
+        return ws[0].linear_multi(x, ws, biases)  # sparse weights fuse their own group
     cols = x.shape[-1]
     if x.numel() > PREFILL_MIN_TOKENS * cols or not all(type(w) is QuantTensor and _usable(x, w) for w in ws):
         return [linear(x, w, b) for w, b in zip(ws, biases, strict=True)]

@@ -20,6 +20,7 @@ import torch
 from ..engine import Engine
 from ..engine.sampling import Sampler
 from ..engine.text import StopMatcher
+from ..errors import ModelFileError
 from ..models import Batch
 from ..tokenizer import StreamDecoder
 from .metrics import Metrics
@@ -169,11 +170,13 @@ class Runner:
             return False
         try:
             logits = self._execute(plan)
-        except Exception:  # a bug or out of memory: fail this step's jobs, keep serving the rest
+        except Exception as e:  # a bug, out of memory, a model file failing: fail this step's jobs
             log.exception("engine step failed")
+            # a model file that failed while streaming (tiers/) is named; anything else is ours
+            why = str(e) if isinstance(e, ModelFileError) else "internal error while generating"
             for seq in plan.decode + ([plan.prefill.seq] if plan.prefill else []):
                 self.engine.slots[seq.slot].tokens.clear()  # its cache contents are now unknown
-                self._finish(self.jobs[seq.id], error="internal error while generating")
+                self._finish(self.jobs[seq.id], error=why)
             return True
         self._update(logits)
         self._publish_load()

@@ -180,6 +180,7 @@ double read_bandwidth(int64_t bytes, int64_t reps) {
 }  // namespace
 
 void register_decode_ops(pybind11::module& m);  // decode_ops.cpp
+void register_sparse_ops(pybind11::module& m);  // sparse.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsetier CPU kernels on GGML-quantized weights";
@@ -199,4 +200,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("reps"));
   m.def("simd_level", []() { return std::string(st::simd_level()); });
   register_decode_ops(m);
+  register_sparse_ops(m);
 }

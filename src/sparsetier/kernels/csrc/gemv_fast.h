@@ -41,7 +41,7 @@ struct ActRow {
 
 inline ActRow act_row(const QAct& a, int64_t n) {
   ActRow r;
-  r.q = a.qs.data() + n * a.k;
+  r.q = a.qs.data() + n * a.ld;
   if (a.kquant) {
     r.d = a.d.data() + n * (a.k / QK_K);
     r.s = nullptr;

@@ -24,12 +24,19 @@ struct Weight {
 //          s = d * sum(q) (for the weight offsets / minimums);
 //   Q8_K  (for the k-quants): per 256 values one float scale d, per 16 the sum of q.
 // q are int8 in [-127, 127]: symmetric, so sign tricks and i16 pair sums never overflow.
+// Also, for the batched kernels (gemv_g16.h), integer sums that start their accumulators:
+//   Q8_32: nsum = -sum(q) per 32;  Q8_K: bs32 = sum(q) per 32, bsn32 = -32 * sum(q) per 16.
 struct QAct {
   int64_t n = 0, k = 0;
-  std::vector<int8_t> qs;       // [n][k]
+  int64_t ld = 0;               // int8 values between rows of qs: k, padded by 64 when k is a
+                                // multiple of 1024 (rows 4 KB apart share L1 sets)
+  std::vector<int8_t> qs;       // [n][ld]
   std::vector<float> d;         // [n][k/32] or [n][k/256]
   std::vector<float> s;         // Q8_32: [n][k/32]
+  std::vector<int32_t> nsum;    // Q8_32: [n][k/32]
   std::vector<int16_t> bsums;   // Q8_K: [n][k/16]
+  std::vector<int16_t> bs32;    // Q8_K: [n][k/32]
+  std::vector<int32_t> bsn32;   // Q8_K: [n][k/16]
   bool kquant = false;
 };
 

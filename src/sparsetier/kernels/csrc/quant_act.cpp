@@ -71,6 +71,8 @@ void quant_block(const float* x, int n, float id, int8_t* q, int* sums16) {
 #endif
 }
 
+int64_t act_stride(int64_t k) { return k % 1024 == 0 ? k + 64 : k; }
+
 template <class F>
 void over_rows(int64_t n, int64_t k, F&& f) {
   // Quantizing is ~10 ops per value: only worth a parallel region for big batches.
@@ -87,38 +89,47 @@ void over_rows(int64_t n, int64_t k, F&& f) {
 
 void quantize_act_q8_32(const float* x, int64_t n, int64_t k, QAct& a) {
   const int64_t nb = k / QK;
-  a.n = n, a.k = k, a.kquant = false;
-  a.qs.resize((size_t)(n * k));
+  a.n = n, a.k = k, a.ld = act_stride(k), a.kquant = false;
+  a.qs.resize((size_t)(n * a.ld));
   a.d.resize((size_t)(n * nb));
   a.s.resize((size_t)(n * nb));
+  a.nsum.resize((size_t)(n * nb));
   over_rows(n, k, [&](int64_t r) {
     const float* xr = x + r * k;
     for (int64_t b = 0; b < nb; ++b) {
       const float amax = amax_of(xr + b * QK, QK);
       const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
       int sums[2];
-      quant_block(xr + b * QK, QK, id, a.qs.data() + r * k + b * QK, sums);
+      quant_block(xr + b * QK, QK, id, a.qs.data() + r * a.ld + b * QK, sums);
       a.d[r * nb + b] = d;
       a.s[r * nb + b] = d * (float)(sums[0] + sums[1]);
+      a.nsum[r * nb + b] = -(sums[0] + sums[1]);
     }
   });
 }
 
 void quantize_act_q8_k(const float* x, int64_t n, int64_t k, QAct& a) {
   const int64_t nb = k / QK_K;
-  a.n = n, a.k = k, a.kquant = true;
-  a.qs.resize((size_t)(n * k));
+  a.n = n, a.k = k, a.ld = act_stride(k), a.kquant = true;
+  a.qs.resize((size_t)(n * a.ld));
   a.d.resize((size_t)(n * nb));
   a.bsums.resize((size_t)(n * k / 16));
+  a.bs32.resize((size_t)(n * k / 32));
+  a.bsn32.resize((size_t)(n * k / 16));
   over_rows(n, k, [&](int64_t r) {
     const float* xr = x + r * k;
     for (int64_t b = 0; b < nb; ++b) {
       const float amax = amax_of(xr + b * QK_K, QK_K);
       const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
       int sums[16];
-      quant_block(xr + b * QK_K, QK_K, id, a.qs.data() + r * k + b * QK_K, sums);
+      quant_block(xr + b * QK_K, QK_K, id, a.qs.data() + r * a.ld + b * QK_K, sums);
       a.d[r * nb + b] = d;
-      for (int g = 0; g < 16; ++g) a.bsums[(r * k + b * QK_K) / 16 + g] = (int16_t)sums[g];
+      const int64_t o16 = (r * k + b * QK_K) / 16;
+      for (int g = 0; g < 16; ++g) {
+        a.bsums[o16 + g] = (int16_t)sums[g];
+        a.bsn32[o16 + g] = -32 * sums[g];
+      }
+      for (int g = 0; g < 8; ++g) a.bs32[o16 / 2 + g] = (int16_t)(sums[2 * g] + sums[2 * g + 1]);
     }
   });
 }

@@ -1,0 +1,188 @@
+"""Input-sparse matrix-vector products on a column-major copy of GGML weights.
+
+Activation sparsity zeroes input channels of a projection. GGML stores weights row-major
+(blocks along the input), so a zero input channel still costs its bytes in every row. A
+`ColumnWeight` holds the same quants and scales rearranged so that each input channel's
+weights for all outputs are one contiguous record (`csrc/sparse.cpp` documents the bytes):
+a product reads only the records of the channels that are active. The rearrangement is
+lossless (bit-identical dequantized values) and the same size as the GGML tensor, so it
+replaces the row-major weight in memory rather than adding a copy.
+
+    cw = to_columns(w)                        # QuantTensor -> ColumnWeight (at load)
+    y = col_linear(x, cw, threshold)          # channels with |x| > threshold
+    ys = col_linear_multi(x, [cw1, cw2], [t1, t2])
+    y = col_linear(x, cw, index=active)       # exactly the listed channels
+    w = col_dequantize(cw)                    # float [cols, rows] = W.T (tests, prefill)
+
+Without the C++ extension everything runs on the reference path (dequantize + masked
+float product).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..weights.quant import GGMLType
+from ..weights.tensor import QuantTensor
+from . import PREFILL_MIN_TOKENS, _ext, is_exact
+
+# Types with a column layout (the GGML block types our kernels know).
+COLUMN_TYPES = frozenset(
+    {
+        GGMLType.Q4_0,
+        GGMLType.Q4_1,
+        GGMLType.Q5_0,
+        GGMLType.Q5_1,
+        GGMLType.Q8_0,
+        GGMLType.Q4_K,
+        GGMLType.Q5_K,
+        GGMLType.Q6_K,
+    }
+)
+TILE = 64  # outputs per tile; rows are padded to a multiple
+# (record bytes per 64 outputs, channels per scale unit, scale bytes per output per unit)
+_FORMAT = {
+    GGMLType.Q4_0: (32, 32, 2),
+    GGMLType.Q4_1: (32, 32, 4),
+    GGMLType.Q5_0: (40, 32, 2),
+    GGMLType.Q5_1: (40, 32, 4),
+    GGMLType.Q8_0: (64, 32, 2),
+    GGMLType.Q4_K: (32, 256, 16),
+    GGMLType.Q5_K: (40, 256, 16),
+    GGMLType.Q6_K: (48, 256, 18),
+}
+_DEQUANT_CHUNK_ELEMS = 4 << 20
+
+
+@dataclass(eq=False)
+class ColumnWeight:
+    """A GGML weight [rows (out), cols (in)] in column layout: `records` uint8 [cols, rec_bytes]
+    (one record per input channel), `scales` uint8 [units, unit_bytes]."""
+
+    name: str
+    qtype: GGMLType
+    shape: tuple[int, int]
+    records: torch.Tensor
+    scales: torch.Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return self.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self.records.numel() + self.scales.numel()
+
+    @property
+    def record_bytes(self) -> int:
+        """Bytes read per active input channel (the scales come on top, once per call)."""
+        return self.records.shape[1]
+
+    def __repr__(self) -> str:
+        return f"ColumnWeight({self.name}, {self.qtype.name}, {list(self.shape)}, {self.nbytes} bytes)"
+
+
+def supports(w: QuantTensor) -> bool:
+    """Whether `w` can be turned into a column layout (a 2-D block-quantized matrix)."""
+    if w.qtype not in COLUMN_TYPES or len(w.shape) != 2 or w.data.dim() != 2:
+        return False
+    return w.cols % _FORMAT[w.qtype][1] == 0
+
+
+def to_columns(w: QuantTensor) -> ColumnWeight:
+    """Rearrange a GGML weight into the column layout (lossless; same size up to row padding)."""
+    if not supports(w):
+        raise ValueError(f"{w.name}: no column layout for {w.qtype.name} {list(w.shape)}")
+    rows, cols = w.shape
+    if _ext is None:
+        raise RuntimeError("the column layout needs the C++ extension (sparsetier._C)")
+    data = w.data if w.data.dtype == torch.uint8 else w.data.view(torch.uint8)
+    recs, scales = _ext.to_columns(data.contiguous(), int(w.qtype), rows, cols)
+    return ColumnWeight(w.name, w.qtype, (rows, cols), recs, scales)
+
+
+def col_dequantize(
+    cw: ColumnWeight, start: int = 0, end: int | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Input channels [start, end) as float [end - start, rows], i.e. rows of W.T."""
+    end = cw.cols if end is None else end
+    return _ext.col_dequantize(
+        cw.records, cw.scales, int(cw.qtype), cw.rows, cw.cols, start, end, dtype == torch.bfloat16
+    )
+
+
+def _prefill(x: torch.Tensor, cw: ColumnWeight, threshold: float, bias: torch.Tensor | None) -> torch.Tensor:
+    """Many rows: mask the inactive inputs, then dequantize channel chunks and use torch's GEMM
+    (bf16 in fast mode, float32 in exact mode, as the dense prefill does)."""
+    x2 = x.reshape(-1, cw.cols).float()
+    if threshold >= 0:
+        x2 = x2 * (x2.abs() > threshold)
+    exact = is_exact()
+    dtype = torch.float32 if exact else torch.bfloat16
+    xin = x2.to(dtype)
+    unit = _FORMAT[cw.qtype][1]
+    chunk = max(unit, _DEQUANT_CHUNK_ELEMS // cw.rows // unit * unit)
+    y = torch.zeros(x2.shape[0], cw.rows, dtype=torch.float32)
+    for c0 in range(0, cw.cols, chunk):
+        c1 = min(cw.cols, c0 + chunk)
+        wt = col_dequantize(cw, c0, c1, dtype)
+        y += (xin[:, c0:c1] @ wt).float()
+    if bias is not None:
+        y += bias
+    return y.reshape(*x.shape[:-1], cw.rows)
+
+
+def col_linear_multi(
+    x: torch.Tensor,
+    cws: list[ColumnWeight],
+    thresholds: list[float],
+    biases: list[torch.Tensor | None] | None = None,
+    index: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """[x @ W.T (+ b)] over the active input channels only: |x| > threshold per weight (a
+    negative threshold keeps every channel), or exactly the channels `index` (int64, shared
+    by all weights). One parallel region covers all weights."""
+    biases = biases if biases is not None else [None] * len(cws)
+    cols = x.shape[-1]
+    if x.numel() > PREFILL_MIN_TOKENS * cols:
+        if index is not None:
+            mask = torch.zeros(cols, dtype=torch.bool)
+            mask[index] = True
+            x = x * mask
+            thresholds = [-1.0] * len(cws)
+        return [_prefill(x, cw, t, b) for cw, t, b in zip(cws, thresholds, biases, strict=True)]
+    return _ext.col_linear(
+        x,
+        [cw.records for cw in cws],
+        [cw.scales for cw in cws],
+        [int(cw.qtype) for cw in cws],
+        [cw.rows for cw in cws],
+        cols,
+        [float(t) for t in thresholds],
+        index,
+        list(biases),
+        is_exact(),
+    )
+
+
+def col_linear(
+    x: torch.Tensor,
+    cw: ColumnWeight,
+    threshold: float = -1.0,
+    bias: torch.Tensor | None = None,
+    index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x @ W.T (+ bias) over the channels with |x| > threshold (or the channels `index`)."""
+    return col_linear_multi(x, [cw], [threshold], [bias], index)[0]
+
+
+def bytes_read(reset: bool = False) -> int:
+    """Weight bytes the sparse decode kernels have read since the last reset (records of active
+    channels plus the scales of every unit with an active channel)."""
+    return int(_ext.col_bytes_read(reset)) if _ext is not None else 0
