@@ -24,23 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..weights.quant import GGMLType
+from ..weights.quant import FLOAT_TYPES, SUPPORTED_TYPES, GGMLType
 from ..weights.tensor import QuantTensor
 from . import PREFILL_MIN_TOKENS, _ext, is_exact
 
-# Types with a column layout (the GGML block types our kernels know).
-COLUMN_TYPES = frozenset(
-    {
-        GGMLType.Q4_0,
-        GGMLType.Q4_1,
-        GGMLType.Q5_0,
-        GGMLType.Q5_1,
-        GGMLType.Q8_0,
-        GGMLType.Q4_K,
-        GGMLType.Q5_K,
-        GGMLType.Q6_K,
-    }
-)
+# Types with a column layout: the GGML block types (every supported type but the float ones).
+COLUMN_TYPES = SUPPORTED_TYPES - frozenset(FLOAT_TYPES)
 TILE = 64  # outputs per tile; rows are padded to a multiple
 # (record bytes per 64 outputs, channels per scale unit, scale bytes per output per unit)
 _FORMAT = {
