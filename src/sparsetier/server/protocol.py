@@ -199,62 +199,33 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
+def _envelope(id: str, object: str, model: str, choices: list[dict], **extra: object) -> dict:
+    """The fields every completion object and stream chunk share."""
+    created = int(time.time())
+    return {"id": id, "object": object, "created": created, "model": model, "choices": choices, **extra}
+
+
 def completion(id: str, model: str, text: str, finish: str, use: dict[str, int]) -> dict:
-    return {
-        "id": id,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-        "usage": use,
-    }
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    return _envelope(id, "text_completion", model, [choice], usage=use)
 
 
 def completion_chunk(id: str, model: str, text: str, finish: str | None) -> dict:
-    return {
-        "id": id,
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-    }
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    return _envelope(id, "text_completion", model, [choice])
 
 
 def chat(id: str, model: str, text: str, finish: str, use: dict[str, int]) -> dict:
-    return {
-        "id": id,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        ],
-        "usage": use,
-    }
+    message = {"role": "assistant", "content": text}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    return _envelope(id, "chat.completion", model, [choice], usage=use)
 
 
 def chat_chunk(id: str, model: str, delta: dict[str, str], finish: str | None) -> dict:
-    return {
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-    }
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return _envelope(id, "chat.completion.chunk", model, [choice])
 
 
 def usage_chunk(id: str, model: str, object: str, use: dict[str, int]) -> dict:
     """stream_options.include_usage: a last chunk with no choices, only usage."""
-    return {
-        "id": id,
-        "object": object,
-        "created": int(time.time()),
-        "model": model,
-        "choices": [],
-        "usage": use,
-    }
+    return _envelope(id, object, model, [], usage=use)
