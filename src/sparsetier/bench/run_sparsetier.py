@@ -18,6 +18,7 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
     limit = options.pop("memory_limit", None)
     level = options.pop("sparsity", None)
     scope = options.pop("sparsity_scope", "all")
+    head_mode = options.pop("sparse_head", "off")  # the dense head unless a case asks for it
     if options:
         raise SparsetierError(f"sparsetier runner: unknown options {sorted(options)}")
     engine = Engine.load(
@@ -33,6 +34,11 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
         from .. import sparsity
 
         applied = sparsity.enable(engine, level, scope)
+    head = None
+    if head_mode != "off":
+        from .. import sparsity
+
+        head = sparsity.enable_head(engine, head_mode, greedy=True)
 
     def generate(ids: list[int], n: int) -> Iterator[int]:
         engine.slots[0].tokens.clear()  # forget the warm-up: the engine would reuse its KV prefix
@@ -43,8 +49,19 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
     nbytes = {name: w.nbytes for name, w in weights.items()}
 
     def info() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if head is not None:
+            # the low-rank head and the candidates' rows replace the full output weight
+            per_row = head.w.nbytes / head.w.shape[0]
+            out["sparse_skip_bytes_per_token"] = (
+                head.w.nbytes - head.head.lowrank.nbytes - (per_row * head.candidates / max(1, head.calls))
+            )
         if applied is not None:
-            return {"sparse_skip_bytes_per_token": applied.expected_skip_bytes()}
+            out["sparse_skip_bytes_per_token"] = out.get("sparse_skip_bytes_per_token", 0) + (
+                applied.expected_skip_bytes()
+            )
+        if out:
+            return out
         if engine.tiers is None:
             return {}
         r = engine.tiers.report()

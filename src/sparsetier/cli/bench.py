@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("all", "down"),
         help="projections a --sparsity level thresholds (default all)",
     )
+    p.add_argument(
+        "--sparse-head",
+        action="store_true",
+        help="also run our engine with the profile's sparse output head: alone (dense projections) "
+        "and with each --sparsity level (needs `sparsetier profile MODEL --sparse-head` first)",
+    )
     p.add_argument("--threads", "-t", type=int, default=2, help="threads for every engine (default 2)")
     p.add_argument(
         "--runs", type=int, default=3, help="runs per engine and model; medians reported (default 3)"
@@ -97,6 +103,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for b in budgets:
         parse_size(b, whole=1 << 40)  # the syntax now; percentages are resolved per model
     levels = [x.strip() for x in args.sparsity.split(",") if x.strip()] if args.sparsity else []
+    if args.sparse_head and budgets:
+        from ..errors import SparsetierError
+
+        raise SparsetierError("--sparse-head cannot be combined with --memory-budget yet")
     if levels and budgets:
         from ..errors import SparsetierError
 
@@ -130,11 +140,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for e in engines:
             if e.name == BASELINE and budgets:  # in memory (the baseline), then each budget
                 cases += [Case(e, name, path)] + [Case(e, name, path, {"memory_budget": b}) for b in budgets]
-            elif e.name == BASELINE and levels:  # dense (the baseline), then each level
+            elif e.name == BASELINE and (levels or args.sparse_head):
+                # dense (the baseline), then each level; with --sparse-head the head alone and each
+                # level with the head
                 scope = {} if args.sparsity_scope == "all" else {"sparsity_scope": args.sparsity_scope}
-                cases += [Case(e, name, path)] + [
-                    Case(e, name, path, {"sparsity": x, **scope}) for x in levels if x not in ("0", "0%")
-                ]
+                sparse = [{"sparsity": x, **scope} for x in levels if x not in ("0", "0%")]
+                if args.sparse_head:
+                    sparse = [*sparse, {"sparse_head": "on"}, *({**o, "sparse_head": "on"} for o in sparse)]
+                cases += [Case(e, name, path)] + [Case(e, name, path, o) for o in sparse]
             else:
                 cases.append(Case(e, name, path))
     records, machine = run_bench(cases, settings, progress=args.progress)
@@ -175,4 +188,6 @@ def _command(args: argparse.Namespace, models: list[str], engines: list[str]) ->
         parts += ["--sparsity", args.sparsity]
         if args.sparsity_scope != "all":
             parts += ["--sparsity-scope", args.sparsity_scope]
+    if args.sparse_head:
+        parts.append("--sparse-head")
     return shlex.join(parts)

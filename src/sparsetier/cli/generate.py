@@ -52,6 +52,16 @@ def add_sparsity_args(p: argparse.ArgumentParser, many: bool = False) -> None:
             help="compute only the FFN neurons that these predictors choose (a PowerInfer-format folder: "
             "model_{i}.pt + config.json, e.g. from `sparsetier profile --train-predictors`); approximate",
         )
+        p.add_argument(
+            "--sparse-head",
+            choices=("auto", "on", "off"),
+            default="auto",
+            help="the sparse output head from `sparsetier profile --sparse-head`: a low-rank search picks "
+            "candidate tokens and only their logits are computed. auto (default): on for greedy decoding "
+            "(--temperature 0) when its held-out argmax recall reached 99.9%%, else off. With sampling it "
+            "changes the distribution: tokens outside the candidates (about 1-8k) get probability 0, like "
+            "a top-k cut, which is why auto leaves it off there; 'on' forces it",
+        )
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -110,12 +120,21 @@ def load_engine(model: str | None, args: argparse.Namespace) -> Engine:
     engine = Engine.load(
         model, threads=args.threads, ctx_size=args.ctx_size, memory_budget=args.memory_budget
     )
-    if getattr(args, "sparsity", None) is not None or getattr(args, "predictors", None):
+    if hasattr(args, "sparsity"):  # run and chat
         from .. import sparsity
 
-        applied = sparsity.enable(engine, args.sparsity, args.sparsity_scope, predictors=args.predictors)
-        if applied is not None and args.verbose:
-            print(applied.summary(), file=sys.stderr)
+        if args.sparsity is not None or args.predictors:
+            applied = sparsity.enable(engine, args.sparsity, args.sparsity_scope, predictors=args.predictors)
+            if applied is not None and args.verbose:
+                print(applied.summary(), file=sys.stderr)
+        head = sparsity.enable_head(engine, args.sparse_head, greedy=args.temperature == 0)
+        if head is not None and args.verbose:
+            info = head.head.info
+            print(
+                f"sparse output head: rank {head.head.rank}, ~{head.head.candidates} candidates of "
+                f"{head.shape[0]} (held-out argmax recall {info.get('recall', float('nan')):.4f})",
+                file=sys.stderr,
+            )
     return engine
 
 

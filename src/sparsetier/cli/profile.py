@@ -49,6 +49,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--predictor-tokens", type=int, default=4096, help="calibration tokens the predictors learn from"
     )
     p.add_argument("--predictor-rank", type=int, default=64, help="predictor hidden size (default 64)")
+    p.add_argument(
+        "--sparse-head",
+        action="store_true",
+        help="also fit the sparse output head (low-rank candidate search + exact logits of the candidates), "
+        "choose its rank and candidate count on --holdout text, report its argmax recall on --head-eval text "
+        "and save it in the profile",
+    )
+    p.add_argument(
+        "--head-tokens",
+        type=int,
+        default=4096,
+        help="tokens of each text the sparse head uses (default 4096)",
+    )
+    p.add_argument(
+        "--head-eval",
+        default="pydoc:eval",
+        help="text the head's recall is reported on (default pydoc:eval, apart from the other two)",
+    )
     p.add_argument("--threads", "-t", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=cmd_profile)
@@ -91,11 +109,60 @@ def cmd_profile(args: argparse.Namespace) -> int:
             f"{alloc.ppl:.4f} (+{alloc.ppl / alloc.base_ppl - 1:.2%})",
             file=sys.stderr,
         )
+    if args.sparse_head:
+        encode = engine.tokenizer.encode
+        profile.head = fit_sparse_head(
+            engine,
+            ids[: args.head_tokens],
+            encode(read_text(args.holdout))[: args.head_tokens],
+            encode(read_text(args.head_eval))[: args.head_tokens],
+            args.head_eval,
+            args.ctx,
+            args.progress,
+        )
     prof.save_profile(profile, path)
     print(f"profile: {profile.tokens} calibration tokens -> {path}", file=sys.stderr)
     if args.train_predictors:
         train_predictors(engine, ids[: args.predictor_tokens], args.ctx, args.predictor_rank, args.progress)
     return 0
+
+
+def fit_sparse_head(
+    engine: Engine,
+    fit_ids: list[int],
+    choice_ids: list[int],
+    eval_ids: list[int],
+    eval_name: str,
+    ctx: int,
+    progress: bool,
+) -> object | None:
+    """Fit the low-rank head on the calibration states, pick (rank, candidates) on the held-out
+    states (`head.choose`), then report its recall on `eval_ids`."""
+    from ..sparsity import head as hd
+
+    w = engine.model.output
+    if not hasattr(w, "qtype") or w.data.dim() != 2:
+        raise SparsetierError("--sparse-head: the output weight is not a 2-D weight matrix")
+    states = hd.collect_states(engine, fit_ids, ctx, progress)
+    full = hd.fit(w, states, min(256, w.cols // 32 * 32))
+    choice = hd.collect_states(engine, choice_ids, ctx, progress)
+    head = hd.choose(full, choice, hd.exact_argmax(w, choice))
+    if head is None:
+        print("sparse head: no rank/candidate count reached the recall needed; not saved", file=sys.stderr)
+        return None
+    ev = hd.collect_states(engine, eval_ids, ctx, progress)
+    rc = hd.measure(head, ev, hd.exact_argmax(w, ev))
+    head.info.update(
+        recall=rc.recall, recall_tokens=rc.tokens, recall_text=eval_name, mean_candidates=rc.mean_candidates
+    )
+    read = head.lowrank.nbytes + rc.mean_candidates * (w.nbytes // w.shape[0])
+    print(
+        f"sparse head: rank {head.rank}, ~{head.candidates} candidates; argmax recall {rc.recall:.4%} on "
+        f"{rc.tokens} tokens of {eval_name} ({'on' if rc.recall >= hd.MIN_RECALL else 'off'} by default for "
+        f"greedy decoding); reads {read / 1e6:.1f} MB per token instead of {w.nbytes / 1e6:.1f} MB",
+        file=sys.stderr,
+    )
+    return head
 
 
 def predictors_path(model_path: str) -> str:

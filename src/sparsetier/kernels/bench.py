@@ -5,6 +5,7 @@
     python -m sparsetier.kernels.bench overhead        # per-call cost on tiny matrices
     python -m sparsetier.kernels.bench prefill         # prefill GEMM candidates, 512 tokens
     python -m sparsetier.kernels.bench roofline
+    python -m sparsetier.kernels.bench sparse --types Q4_K,Q6_K   # column kernels vs dense GEMV
 
 Weights are cycled through enough copies (~1 GB) that they stream from DRAM, not the
 32 MB L3, as a real model's do. Numbers are medians of repeated runs.
@@ -106,6 +107,54 @@ def bench_gemv(
                 )
             del ws
     return rows_out
+
+
+def bench_sparse(types: list[str], shapes: list[tuple[int, int]], levels: list[float]) -> list[dict]:
+    """One-row input-sparse GEMV on the column layout against the dense GEMV on the GGML
+    weight, both streaming from DRAM: for each level, a random share of the input channels is
+    zero. Calls alternate between the cases; the lower quartile of 60 rounds is reported."""
+    from . import sparse
+
+    out = []
+    for tname in types:
+        for rows, cols in shapes:
+            first = random_quant(GGMLType[tname], rows, cols, seed=0)
+            n = _copies(first.nbytes, 512 << 20)
+            ws = [first] + [random_quant(GGMLType[tname], rows, cols, seed=i) for i in range(1, n)]
+            cws = [sparse.to_columns(w) for w in ws]
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(1, cols, generator=g)
+            # zero a random `level` share of the channels; thresholds between 0 and the smallest |x|
+            xs = {lv: x * (torch.rand(cols, generator=g) >= lv) for lv in levels}
+            times: dict[object, list[float]] = {"dense": [], **{lv: [] for lv in levels}}
+            k = 0
+            for _ in range(60):
+                for key in times:
+                    k += 1
+                    t0 = time.perf_counter()
+                    if key == "dense":
+                        linear(x, ws[k % n])
+                    else:
+                        sparse.col_linear(xs[key], cws[k % n], 0.0)
+                    times[key].append(time.perf_counter() - t0)
+            q = {key: sorted(v)[len(v) // 4] for key, v in times.items()}
+            for lv in levels:
+                row = dict(
+                    type=tname,
+                    shape=[rows, cols],
+                    sparsity=lv,
+                    dense_ms=q["dense"] * 1e3,
+                    sparse_ms=q[lv] * 1e3,
+                    speedup=q["dense"] / q[lv],
+                )
+                out.append(row)
+                print(
+                    f"{tname:5s} {rows:6d}x{cols:<5d} sparsity {lv:4.0%}: dense {row['dense_ms']:.3f} ms, "
+                    f"columns {row['sparse_ms']:.3f} ms ({row['speedup']:.2f}x)",
+                    flush=True,
+                )
+            del ws, cws
+    return out
 
 
 def bench_head(ns: list[int], threads: list[int]) -> list[dict]:
@@ -381,7 +430,9 @@ def _int8pack(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["gemv", "head", "model", "overhead", "prefill", "roofline", "all"])
+    ap.add_argument(
+        "what", choices=["gemv", "sparse", "head", "model", "overhead", "prefill", "roofline", "all"]
+    )
     ap.add_argument("--models", default=",".join(sorted(glob.glob(os.path.join(MODEL_DIR, "*.gguf")))))
     ap.add_argument("--no-llama", action="store_true", help="skip the llama.cpp comparison")
     ap.add_argument("--types", default=",".join(ALL_TYPES))
@@ -389,6 +440,7 @@ def main() -> None:
     ap.add_argument("--n", default="1")
     ap.add_argument("--threads", default="2,1")
     ap.add_argument("--repeat", type=int, default=1, help="rounds per case (best kept)")
+    ap.add_argument("--levels", default="0,0.25,0.5,0.75", help="input sparsities of the sparse case")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     threads = [int(v) for v in a.threads.split(",")]
@@ -403,6 +455,11 @@ def main() -> None:
     if a.what in ("gemv", "all"):
         shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
         res["gemv"] = bench_gemv(a.types.split(","), shapes, ns, threads, a.repeat)  # type: ignore[arg-type]
+    if a.what in ("sparse", "all"):
+        torch.set_num_threads(max(threads))
+        shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
+        levels = [float(v) for v in a.levels.split(",")]
+        res["sparse"] = bench_sparse(a.types.split(","), shapes, levels)  # type: ignore[arg-type]
     if a.what in ("head", "all"):
         res["head"] = bench_head(ns, threads)
     if a.what in ("model", "all"):

@@ -47,8 +47,8 @@ _DEQUANT_CHUNK_ELEMS = 4 << 20
 
 @dataclass(eq=False)
 class ColumnWeight:
-    """A GGML weight [rows (out), cols (in)] in column layout: `records` uint8 [cols, rec_bytes]
-    (one record per input channel), `scales` uint8 [units, unit_bytes]."""
+    """A GGML weight [rows (out), cols (in)] in column layout: `records` uint8, one run per input
+    channel in each block of 2048 outputs (`csrc/sparse.cpp`), `scales` uint8 [units, unit_bytes]."""
 
     name: str
     qtype: GGMLType
@@ -71,7 +71,7 @@ class ColumnWeight:
     @property
     def record_bytes(self) -> int:
         """Bytes read per active input channel (the scales come on top, once per call)."""
-        return self.records.shape[1]
+        return self.records.numel() // self.cols
 
     def __repr__(self) -> str:
         return f"ColumnWeight({self.name}, {self.qtype.name}, {list(self.shape)}, {self.nbytes} bytes)"

@@ -4,16 +4,23 @@ sparse column kernels, the greedy per-layer allocation, and the exact ReLU-famil
     profile = profile_model(engine, ids, "pydoc:calib")   # sparsetier profile
     enable(engine, "40%", scope="all")                     # --sparsity 40% on run/chat/eval/bench
     enable(engine, "auto")                                  # the allocation saved in the profile
+    enable_head(engine, "auto", greedy=True)                # the sparse output head (--sparse-head)
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
 from ..errors import SparsetierError
+from ..weights.tensor import QuantTensor
 from . import relu
 from .apply import SCOPES, Applied, apply, parse_level, remove, set_levels, thresholds, uniform_levels
+from .head import MIN_RECALL, SparseHead
 from .profile import INPUTS, PROJECTIONS, Profile, load_profile, profile_model, save_profile, sidecar_path
 
 AUTO = ("auto", "default")
+HEAD_MODES = ("auto", "on", "off")
 
 
 def levels_for(profile: Profile, spec: str | float, scope: str = "all") -> dict[str, float]:
@@ -63,6 +70,47 @@ def enable(
     return apply(engine.model, profile, levels, layout)
 
 
+def enable_head(engine: object, mode: str = "auto", greedy: bool = True) -> SparseHead | None:
+    """Put the profile's sparse output head in front of the model's output weight. "auto": only
+    for greedy decoding, and only when the profile holds a head whose held-out argmax recall
+    reached MIN_RECALL (no profile, or one without a head: the dense head; an unusable profile is
+    reported on stderr). "on": always (an error if there is none). "off": never."""
+    if mode not in HEAD_MODES:
+        raise SparsetierError(f"--sparse-head must be one of {', '.join(HEAD_MODES)}, got '{mode}'")
+    model = engine.model
+    if mode == "off" or (mode == "auto" and not greedy) or isinstance(model.output, SparseHead):
+        return None
+    path = engine.source.path
+    if mode == "auto" and not os.path.exists(sidecar_path(path)):
+        return None
+    try:
+        if getattr(engine, "tiers", None) is not None:
+            raise SparsetierError("the sparse output head cannot be combined with --memory-budget yet")
+        head = load_profile(path).head
+        if head is None and mode == "auto":  # a profile made without --sparse-head
+            return None
+        if head is None:
+            raise SparsetierError(
+                "the sparsity profile has no sparse output head: run `sparsetier profile MODEL --sparse-head`"
+            )
+        if type(model.output) is not QuantTensor or tuple(model.output.shape) != (
+            head.lowrank.shape[0],
+            head.proj.shape[0],
+        ):
+            raise SparsetierError(
+                "the sparse output head in the profile does not fit this model's output weight"
+            )
+    except SparsetierError as e:
+        if mode == "on":
+            raise
+        print(f"sparse output head off: {e}", file=sys.stderr)
+        return None
+    if mode == "auto" and head.info.get("recall", 0.0) < MIN_RECALL:
+        return None
+    model.output = SparseHead(model.output, head)
+    return model.output
+
+
 __all__ = [
     "INPUTS",
     "PROJECTIONS",
@@ -71,6 +119,7 @@ __all__ = [
     "Profile",
     "apply",
     "enable",
+    "enable_head",
     "levels_for",
     "load_profile",
     "parse_level",

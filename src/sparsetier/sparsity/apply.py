@@ -182,7 +182,9 @@ def set_levels(applied: Applied, profile: Profile, levels: dict[str, float]) -> 
 
 
 def remove(model: object) -> None:
-    """Put the original weights back."""
+    """Put the original weights back (the output weight too, if a sparse head stands in for it)."""
+    if hasattr(model.output, "head"):
+        model.output = model.output.w
     for blk in model.blocks:
         for owner, attr, _ in _owners(blk):
             w = getattr(owner, attr)

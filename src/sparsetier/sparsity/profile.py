@@ -51,6 +51,7 @@ class Profile:
     neuron_threshold: torch.Tensor  # float32 [layers]: the layer's median |h| (first window)
     allocation: dict[str, float] = field(default_factory=dict)  # "layer.proj" -> sparsity (default)
     allocation_info: dict = field(default_factory=dict)
+    head: object | None = None  # head.HeadApprox: the sparse output head (`--sparse-head`)
 
     @property
     def n_layers(self) -> int:
@@ -135,6 +136,7 @@ def save_profile(profile: Profile, path: str) -> None:
                 "bins": [LOG_LO, LOG_HI, BINS],
                 "allocation": profile.allocation,
                 "allocation_info": profile.allocation_info,
+                "head": _head_info(profile.head),
             }
         ),
     }
@@ -145,6 +147,9 @@ def save_profile(profile: Profile, path: str) -> None:
         "neuron_mean_abs": profile.neuron_mean_abs,
         "neuron_threshold": profile.neuron_threshold,
     }
+    if profile.head is not None:
+        tensors["head_proj"] = profile.head.proj
+        tensors["head_lowrank"] = profile.head.lowrank.data
     tmp = path + ".partial"
     save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
     os.replace(tmp, path)
@@ -193,7 +198,25 @@ def load_profile(model_path: str, path: str | None = None, check: bool = True) -
         neuron_threshold=tensors["neuron_threshold"],
         allocation={k: float(v) for k, v in info.get("allocation", {}).items()},
         allocation_info=info.get("allocation_info", {}),
+        head=_head_of(info.get("head"), tensors),
     )
+
+
+def _head_info(head: object | None) -> dict | None:
+    if head is None:
+        return None
+    return {"candidates": head.candidates, "shape": list(head.lowrank.shape), **head.info}
+
+
+def _head_of(info: dict | None, tensors: dict[str, torch.Tensor]) -> object | None:
+    if not info:
+        return None
+    from ..weights.quant import GGMLType
+    from ..weights.tensor import QuantTensor
+    from .head import HeadApprox
+
+    lowrank = QuantTensor("output.lowrank", GGMLType.Q8_0, tuple(info["shape"]), tensors["head_lowrank"])
+    return HeadApprox(tensors["head_proj"], lowrank, int(info["candidates"]), info)
 
 
 # ---- measuring ----------------------------------------------------------------------------------
@@ -260,8 +283,11 @@ def _install_probes(model: object, stats: _Stats) -> list[tuple[object, str, obj
 
 
 @torch.inference_mode()
-def run_windows(engine: object, ids: list[int], ctx: int, chunk: int, desc: str, progress: bool) -> None:
-    """Forward `ids` in windows of `ctx` tokens, each from an empty cache, `chunk` at a time."""
+def run_windows(
+    engine: object, ids: list[int], ctx: int, chunk: int, desc: str, progress: bool, all_logits: bool = False
+) -> None:
+    """Forward `ids` in windows of `ctx` tokens, each from an empty cache, `chunk` at a time
+    (`all_logits`: every position goes through the output head, not only the last)."""
     from ..models import Batch
 
     engine.slots[0].tokens = []
@@ -271,7 +297,7 @@ def run_windows(engine: object, ids: list[int], ctx: int, chunk: int, desc: str,
             window = torch.tensor([ids[begin : begin + ctx]])
             for c in range(0, window.shape[1], chunk):
                 piece = window[:, c : c + chunk]
-                engine.model.forward(piece, engine.cache, Batch([0], [c]))
+                engine.model.forward(piece, engine.cache, Batch([0], [c]), all_logits=all_logits)
                 bar.update(piece.shape[1])
 
 

@@ -11,7 +11,11 @@
 // size of the file (rows padded to a multiple of 64 are the only overhead) and the dequantized
 // values are bit-identical to the row-major ones.
 //
-//   records  uint8 [cols][tiles * tile_bytes]   tile = 64 outputs of one channel:
+//   records  uint8, in blocks of kBlockTiles tiles (the last block may be shorter); inside a
+//            block channel-major: [block][cols][block tiles * tile_bytes]. A channel's part of
+//            a block is one contiguous run (1-2 KB), and a thread that takes a range of
+//            channels of one block streams one contiguous range of memory at sparsity 0.
+//            tile = 64 outputs of one channel:
 //     4-bit types: 32 bytes, output o' of the tile in byte slot(o' % 32), low nibble for
 //                  o' < 32, high nibble for o' >= 32; 5-bit: + 8 bytes of fifth bits
 //                  (bit slot, then 32 + slot); Q6_K: + 16 bytes of 2-bit high parts;
@@ -46,6 +50,9 @@ namespace st {
 namespace {
 
 constexpr int kTile = 64;  // outputs per tile
+// Tiles per layout block: a block's int32 sums and scales stay in L1 (3 x 8 KB) while the
+// active channels' runs of that block stream past.
+constexpr int kBlockTiles = 32;
 
 struct Fmt {
   int tile_bytes = 0;  // record bytes per tile (64 outputs) of one channel
@@ -85,15 +92,24 @@ std::atomic<int64_t> g_bytes_read{0};
 struct Layout {
   int qtype;
   int64_t rows, cols, rows_p, tiles, rec, unit_stride;
+  int64_t tb, bt, blocks;  // tile bytes, tiles per block, layout blocks
   uint8_t* recs;
   uint8_t* scales;
 };
+
+inline int64_t block_tiles(const Layout& L, int64_t b) { return std::min(L.bt, L.tiles - b * L.bt); }
+inline uint8_t* block_base(const Layout& L, int64_t b) { return L.recs + b * L.bt * L.tb * L.cols; }
+// Tile t (64 outputs) of channel c.
+inline uint8_t* tile_ptr(const Layout& L, int64_t c, int64_t t) {
+  const int64_t b = t / L.bt;
+  return block_base(L, b) + (c * block_tiles(L, b) + t - b * L.bt) * L.tb;
+}
 
 // Store quant q (the type's unsigned convention) of output o for channel c.
 inline void put_quant(const Layout& L, const Fmt& f, int64_t c, int64_t o, int q) {
   const int64_t t = o / kTile;
   const int op = (int)(o % kTile), half = op >> 5, s = slot_of(op & 31);
-  uint8_t* base = L.recs + c * L.rec + t * f.tile_bytes;
+  uint8_t* base = tile_ptr(L, c, t);
   if (L.qtype == Q8_0) {
     base[half * 32 + s] = (uint8_t)q;
     return;
@@ -188,10 +204,13 @@ Layout layout_of(const at::Tensor& recs, const at::Tensor& scales, int64_t qtype
   L.rows_p = (rows + kTile - 1) / kTile * kTile;
   L.tiles = L.rows_p / kTile;
   L.rec = L.tiles * f.tile_bytes;
+  L.tb = f.tile_bytes;
+  L.bt = std::min<int64_t>(kBlockTiles, L.tiles);
+  L.blocks = (L.tiles + L.bt - 1) / L.bt;
   L.unit_stride = (int64_t)f.scale_bytes * L.rows_p;
   TORCH_CHECK(cols % f.unit == 0, "sparsetier._C: ", cols, " columns is not a multiple of ", f.unit);
   TORCH_CHECK(recs.is_contiguous() && recs.scalar_type() == at::kByte && recs.numel() == cols * L.rec,
-              "sparsetier._C: column records must be contiguous uint8 [", cols, ", ", L.rec, "]");
+              "sparsetier._C: column records must be ", cols * L.rec, " contiguous bytes");
   TORCH_CHECK(scales.is_contiguous() && scales.scalar_type() == at::kByte &&
                   scales.numel() == cols / f.unit * L.unit_stride,
               "sparsetier._C: column scales must be contiguous uint8 [", cols / f.unit, ", ", L.unit_stride, "]");
@@ -209,7 +228,7 @@ std::vector<at::Tensor> to_columns(const at::Tensor& data, int64_t qtype, int64_
   TORCH_CHECK(data.size(1) == cols / block_weights((int)qtype) * block_bytes((int)qtype),
               "sparsetier._C.to_columns: row bytes do not match the type");
   const int64_t rows_p = (rows + kTile - 1) / kTile * kTile;
-  at::Tensor recs = at::zeros({cols, rows_p / kTile * f.tile_bytes}, at::kByte);
+  at::Tensor recs = at::zeros({cols * (rows_p / kTile) * f.tile_bytes}, at::kByte);
   at::Tensor scales = at::zeros({cols / f.unit, (int64_t)f.scale_bytes * rows_p}, at::kByte);
   const Layout L = layout_of(recs, scales, qtype, rows, cols);
   const uint8_t* src = data.data_ptr<uint8_t>();
@@ -312,7 +331,7 @@ at::Tensor col_dequantize(const at::Tensor& recs, const at::Tensor& scales, int6
           affine_of(L, f, sb, t, A);
           const int n = (int)std::min<int64_t>(kTile, rows - t * kTile);
           for (int64_t c = sb * f.sub; c < std::min(c1, (sb + 1) * f.sub); ++c) {
-            const uint8_t* base = L.recs + c * L.rec + t * f.tile_bytes;
+            const uint8_t* base = tile_ptr(L, c, t);
             const int64_t at_ = (c - c0) * rows + t * kTile;
             for (int i = 0; i < n; ++i) {
               const float w = weight_of(L.qtype, f, A, i, quant_at(L.qtype, base, i));
@@ -393,55 +412,51 @@ struct Job {
   Layout L;
   Fmt f;
   Prep* P;
-  float* y;  // [rows_p] for this activation row
 };
 
-// Exact mode (and the portable fallback of fast mode's semantics): tiles [t0, t1).
-void exact_tiles(const Job& J, int64_t t0, int64_t t1, const float* bias) {
+// A piece of work: the sub-blocks [s0, s1) of layout block `blk`, added into y ([rows_p]).
+// Exact mode (and the portable fallback of fast mode's semantics).
+void exact_piece(const Job& J, int64_t blk, int64_t s0, int64_t s1, float* yout) {
   const Layout& L = J.L;
   const Fmt& f = J.f;
   const Prep& P = *J.P;
   Affine A;
-  for (int64_t t = t0; t < t1; ++t) {
-    float* y = J.y + t * kTile;
-    for (int i = 0; i < kTile; ++i) y[i] = 0.f;
-    for (int64_t s = 0; s < (int64_t)P.sub_count.size(); ++s) {
+  for (int64_t t = blk * L.bt; t < blk * L.bt + block_tiles(L, blk); ++t) {
+    float* y = yout + t * kTile;
+    for (int64_t s = s0; s < s1; ++s) {
       if (P.sub_count[s] == 0) continue;
       affine_of(L, f, s, t, A);
       for (int32_t k = P.sub_start[s]; k < P.sub_start[s] + P.sub_count[s]; ++k) {
         const float xv = P.xf[k];
         if (xv == 0.f) continue;  // padding
-        const uint8_t* base = L.recs + (int64_t)P.ch[k] * L.rec + t * f.tile_bytes;
+        const uint8_t* base = tile_ptr(L, P.ch[k], t);
         for (int i = 0; i < kTile; ++i)
           y[i] = __builtin_fmaf(xv, weight_of(L.qtype, f, A, i, quant_at(L.qtype, base, i)), y[i]);
       }
     }
-    if (bias)
-      for (int i = 0; i < kTile && t * kTile + i < L.rows; ++i) y[i] += bias[t * kTile + i];
   }
 }
 
 // Fast mode, portable: integer dot products per output, scaled per unit like the SIMD path.
-void fast_tiles_scalar(const Job& J, int64_t t0, int64_t t1, const float* bias) {
+void fast_piece_scalar(const Job& J, int64_t blk, int64_t s0, int64_t s1, float* yout) {
   const Layout& L = J.L;
   const Fmt& f = J.f;
   const Prep& P = *J.P;
   const int64_t rp = L.rows_p, subs_per_unit = f.unit / f.sub;
-  for (int64_t t = t0; t < t1; ++t) {
-    float* y = J.y + t * kTile;
-    for (int i = 0; i < kTile; ++i) y[i] = 0.f;
-    for (int64_t u = 0; u < (int64_t)P.unit_sx.size(); ++u) {
+  for (int64_t t = blk * L.bt; t < blk * L.bt + block_tiles(L, blk); ++t) {
+    float* y = yout + t * kTile;
+    for (int64_t u = s0 / subs_per_unit; u * subs_per_unit < s1; ++u) {
       if (!P.unit_any[u]) continue;
       const uint8_t* sp = L.scales + u * L.unit_stride;
       const float sx = P.unit_sx[u];
       for (int i = 0; i < kTile; ++i) {
         const int64_t o = t * kTile + i;
         int64_t acc = 0, accm = 0;
-        for (int64_t s = u * subs_per_unit; s < (u + 1) * subs_per_unit; ++s) {
+        for (int64_t s = std::max(s0, u * subs_per_unit); s < std::min(s1, (u + 1) * subs_per_unit); ++s) {
           if (P.sub_count[s] == 0) continue;
           int64_t dot = 0;
           for (int32_t k = P.sub_start[s]; k < P.sub_start[s] + P.sub_count[s]; ++k)
-            dot += (int64_t)quant_at(L.qtype, L.recs + (int64_t)P.ch[k] * L.rec + t * f.tile_bytes, i) * P.xq[k];
+            dot += (int64_t)quant_at(L.qtype, tile_ptr(L, P.ch[k], t), i) * P.xq[k];
           if (L.qtype == Q4_K || L.qtype == Q5_K) {
             int sc, mn;
             k_scale_at(sp + 4 * rp, rp, o, (int)(s % 8), sc, mn);
@@ -466,8 +481,6 @@ void fast_tiles_scalar(const Job& J, int64_t t0, int64_t t1, const float* bias) 
         }
       }
     }
-    if (bias)
-      for (int i = 0; i < kTile && t * kTile + i < L.rows; ++i) y[i] += bias[t * kTile + i];
   }
 }
 
@@ -547,11 +560,9 @@ struct ScaleIdx {
 };
 inline const ScaleIdx kIdx;
 
-// Tiles per block: the int32 sums and scales of a block stay in L1 (3 x 8 KB), and each
-// active channel's part of the block is one contiguous run of 1-3 KB that the hardware
-// prefetcher streams (several hundred channels read tile by tile, short pieces each, were
-// latency-bound at a fraction of the bandwidth).
-constexpr int kBlockTiles = 32;
+// Each active channel's part of a block is one contiguous run of 1-2 KB; the runs of the
+// channels kPrefetchQuads quads ahead are software-prefetched into L2 (the hardware prefetcher
+// alone, restarted at every run, left reads latency-bound at ~10 GB/s against ~30).
 #ifndef ST_COL_PF_HINT
 #define ST_COL_PF_HINT _MM_HINT_T1
 #endif
@@ -559,198 +570,199 @@ constexpr int kBlockTiles = 32;
 #define ST_COL_PF_QUADS 4
 #endif
 constexpr int kPrefetchQuads = ST_COL_PF_QUADS;
-constexpr int kPrefetchLines = 2;
 
 template <int T>
-void fast_tiles_simd(const Job& J, int64_t t0, int64_t t1, const float* bias) {
+void fast_piece_simd(const Job& J, int64_t blk, int64_t s0, int64_t s1, float* yout) {
   constexpr bool KQ = T == Q4_K || T == Q5_K || T == Q6_K;
   constexpr int TB = T == Q8_0 ? 64 : (T == Q5_0 || T == Q5_1 || T == Q5_K) ? 40 : T == Q6_K ? 48 : 32;
   const Layout& L = J.L;
   const Fmt& f = J.f;
   const Prep& P = *J.P;
   const int64_t rp = L.rows_p, subs_per_unit = f.unit / f.sub;
-  const int64_t nunit = (int64_t)P.unit_sx.size();
   alignas(64) __m256i acc[kBlockTiles][8], accm[kBlockTiles][8], S[kBlockTiles][8];
-  for (int64_t b0 = t0; b0 < t1; b0 += kBlockTiles) {
-    const int nt = (int)std::min<int64_t>(kBlockTiles, t1 - b0);
-    __m256 yv[kBlockTiles][8];
+  const int64_t b0 = blk * L.bt;  // first tile
+  const int nt = (int)block_tiles(L, blk);
+  const int64_t run = (int64_t)nt * TB;  // one channel's bytes in this block
+  const uint8_t* base = block_base(L, blk);
+  __m256 yv[kBlockTiles][8];
+  for (int t = 0; t < nt; ++t)
+    for (int k = 0; k < 8; ++k) yv[t][k] = _mm256_setzero_ps();
+  for (int64_t u = s0 / subs_per_unit; u * subs_per_unit < s1; ++u) {
+    if (!P.unit_any[u]) continue;
+    const uint8_t* sp = L.scales + u * L.unit_stride;
+    const float sx = P.unit_sx[u];
     for (int t = 0; t < nt; ++t)
-      for (int k = 0; k < 8; ++k) yv[t][k] = _mm256_setzero_ps();
-    for (int64_t u = 0; u < nunit; ++u) {
-      if (!P.unit_any[u]) continue;
-      const uint8_t* sp = L.scales + u * L.unit_stride;
-      const float sx = P.unit_sx[u];
-      for (int t = 0; t < nt; ++t)
-        for (int k = 0; k < 8; ++k) acc[t][k] = accm[t][k] = _mm256_setzero_si256();
-      for (int64_t s = u * subs_per_unit; s < (u + 1) * subs_per_unit; ++s) {
-        const int n = P.sub_count[s];
-        if (n == 0) continue;
-        const int32_t* ch = P.ch.data() + P.sub_start[s];
-        const int8_t* xq = P.xq.data() + P.sub_start[s];
-        const __m256i bs = _mm256_set1_epi32(KQ ? (P.sub_bsum[s] & 0xFFFF) : P.sub_bsum[s]);
-        if constexpr (KQ) {
-          // This sub-block's scales as i16 pairs [s, s] per output lane (mins [m, 0]); the
-          // min / offset term sum_j scale_j * bsum_j goes straight into accm.
-          const int j = (int)(s % (T == Q6_K ? 16 : 8));
-          for (int t = 0; t < nt; ++t) {
-            const int64_t o0 = (b0 + t) * kTile;
-            if constexpr (T == Q6_K) {
-              const uint8_t* pl = sp + 2 * rp + j * rp + o0;
-              for (int h = 0; h < 2; ++h) {
-                const __m256i sc = ld(pl + 32 * h);
-                const __m256i sg = _mm256_cmpgt_epi8(_mm256_setzero_si256(), sc);
-                for (int k = 0; k < 4; ++k) {
-                  S[t][4 * h + k] = _mm256_permutex2var_epi8(sc, kIdx.dup[k], sg);
-                  accm[t][4 * h + k] = _mm256_dpwssd_epi32(accm[t][4 * h + k], S[t][4 * h + k], bs);
-                }
+      for (int k = 0; k < 8; ++k) acc[t][k] = accm[t][k] = _mm256_setzero_si256();
+    for (int64_t s = std::max(s0, u * subs_per_unit); s < std::min(s1, (u + 1) * subs_per_unit); ++s) {
+      const int n = P.sub_count[s];
+      if (n == 0) continue;
+      const int32_t* ch = P.ch.data() + P.sub_start[s];
+      const int8_t* xq = P.xq.data() + P.sub_start[s];
+      const __m256i bs = _mm256_set1_epi32(KQ ? (P.sub_bsum[s] & 0xFFFF) : P.sub_bsum[s]);
+      if constexpr (KQ) {
+        // This sub-block's scales as i16 pairs [s, s] per output lane (mins [m, 0]); the
+        // min / offset term sum_j scale_j * bsum_j goes straight into accm.
+        const int j = (int)(s % (T == Q6_K ? 16 : 8));
+        for (int t = 0; t < nt; ++t) {
+          const int64_t o0 = (b0 + t) * kTile;
+          if constexpr (T == Q6_K) {
+            const uint8_t* pl = sp + 2 * rp + j * rp + o0;
+            for (int h = 0; h < 2; ++h) {
+              const __m256i sc = ld(pl + 32 * h);
+              const __m256i sg = _mm256_cmpgt_epi8(_mm256_setzero_si256(), sc);
+              for (int k = 0; k < 4; ++k) {
+                S[t][4 * h + k] = _mm256_permutex2var_epi8(sc, kIdx.dup[k], sg);
+                accm[t][4 * h + k] = _mm256_dpwssd_epi32(accm[t][4 * h + k], S[t][4 * h + k], bs);
               }
-            } else {
-              const uint8_t* P8 = sp + 4 * rp + o0;
-              auto plane = [&](int i, int h) { return ld(P8 + i * rp + 32 * h); };
-              const __m256i m63 = _mm256_set1_epi8(63), m30 = _mm256_set1_epi8(0x30), m15 = _mm256_set1_epi8(15);
-              for (int h = 0; h < 2; ++h) {
-                __m256i sc, mn;
-                if (j < 4) {
-                  sc = _mm256_and_si256(plane(j, h), m63);
-                  mn = _mm256_and_si256(plane(j + 4, h), m63);
-                } else {
-                  const __m256i a = plane(j + 4, h);
-                  sc = _mm256_or_si256(_mm256_and_si256(a, m15),
-                                       _mm256_and_si256(_mm256_srli_epi16(plane(j - 4, h), 2), m30));
-                  mn = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m15),
-                                       _mm256_and_si256(_mm256_srli_epi16(plane(j, h), 2), m30));
-                }
-                for (int k = 0; k < 4; ++k) {
-                  S[t][4 * h + k] = _mm256_maskz_permutexvar_epi8(0x55555555u, kIdx.dup[k], sc);
-                  const __m256i M = _mm256_maskz_permutexvar_epi8(0x11111111u, kIdx.dup[k], mn);
-                  accm[t][4 * h + k] = _mm256_dpwssd_epi32(accm[t][4 * h + k], M, bs);
-                }
+            }
+          } else {
+            const uint8_t* P8 = sp + 4 * rp + o0;
+            auto plane = [&](int i, int h) { return ld(P8 + i * rp + 32 * h); };
+            const __m256i m63 = _mm256_set1_epi8(63), m30 = _mm256_set1_epi8(0x30), m15 = _mm256_set1_epi8(15);
+            for (int h = 0; h < 2; ++h) {
+              __m256i sc, mn;
+              if (j < 4) {
+                sc = _mm256_and_si256(plane(j, h), m63);
+                mn = _mm256_and_si256(plane(j + 4, h), m63);
+              } else {
+                const __m256i a = plane(j + 4, h);
+                sc = _mm256_or_si256(_mm256_and_si256(a, m15),
+                                     _mm256_and_si256(_mm256_srli_epi16(plane(j - 4, h), 2), m30));
+                mn = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m15),
+                                     _mm256_and_si256(_mm256_srli_epi16(plane(j, h), 2), m30));
+              }
+              for (int k = 0; k < 4; ++k) {
+                S[t][4 * h + k] = _mm256_maskz_permutexvar_epi8(0x55555555u, kIdx.dup[k], sc);
+                const __m256i M = _mm256_maskz_permutexvar_epi8(0x11111111u, kIdx.dup[k], mn);
+                accm[t][4 * h + k] = _mm256_dpwssd_epi32(accm[t][4 * h + k], M, bs);
+              }
+            }
+          }
+        }
+      } else {
+        for (int t = 0; t < nt; ++t)
+          for (int k = 0; k < 8; ++k) accm[t][k] = bs;
+      }
+      // Stream each quad of active channels over the block's tiles. Two quads per pass when
+      // there are: one read-modify-write of the L1 sums per 8 channels (the pair's i16
+      // products are added before the widening dpwssd; at most 2 x 2 x 63 x 127 < 32767).
+      // While tile t of these 8 runs is computed, tile t of the 8 runs kPrefetchQuads quads
+      // ahead (in processing order, across sub-blocks) is prefetched: spread over the pass,
+      // not in a burst at its start, which stalled on full miss queues (2x slower from DRAM).
+      const int64_t n_all = (int64_t)P.ch.size();
+      for (int i = 0; i < n; i += 8) {
+        const bool two = i + 8 <= n;
+        const int64_t gi = P.sub_start[s] + i + 4 * kPrefetchQuads;
+        const char* pf[8];
+        for (int c = 0; c < 8; ++c)
+          pf[c] = (const char*)(base + (int64_t)P.ch[std::min(n_all - 1, gi + c)] * run + TB - 1);
+        auto prefetch = [&](int64_t o) __attribute__((always_inline)) {
+          for (int c = 0; c < 8; ++c) _mm_prefetch(pf[c] + o, ST_COL_PF_HINT);
+        };
+        int32_t x4[2] = {0, 0};
+        std::memcpy(x4, xq + i, two ? 8 : 4);
+        const __m256i xa = _mm256_set1_epi32(x4[0]), xc = _mm256_set1_epi32(x4[1]);
+        const uint8_t* a0 = base + (int64_t)ch[i] * run;
+        const uint8_t* a1 = base + (int64_t)ch[i + 1] * run;
+        const uint8_t* a2 = base + (int64_t)ch[i + 2] * run;
+        const uint8_t* a3 = base + (int64_t)ch[i + 3] * run;
+        const uint8_t* c0 = two ? base + (int64_t)ch[i + 4] * run : a0;
+        const uint8_t* c1 = two ? base + (int64_t)ch[i + 5] * run : a1;
+        const uint8_t* c2 = two ? base + (int64_t)ch[i + 6] * run : a2;
+        const uint8_t* c3 = two ? base + (int64_t)ch[i + 7] * run : a3;
+        if constexpr (T == Q4_0 || T == Q4_1 || T == Q4_K) {
+          // 4-bit: interleave the raw bytes (both nibbles at once), then split.
+          const __m256i m4 = _mm256_set1_epi8(0x0F);
+          for (int t = 0; t < nt; ++t) {
+            const int64_t o = (int64_t)t * TB;
+            prefetch(o);
+            __m256i ra[4], rc[4];
+            interleave4(ld(a0 + o), ld(a1 + o), ld(a2 + o), ld(a3 + o), ra);
+            interleave4(ld(c0 + o), ld(c1 + o), ld(c2 + o), ld(c3 + o), rc);
+            for (int k = 0; k < 4; ++k) {
+              const __m256i la = _mm256_and_si256(ra[k], m4), lc = _mm256_and_si256(rc[k], m4);
+              const __m256i ha = _mm256_and_si256(_mm256_srli_epi16(ra[k], 4), m4);
+              const __m256i hc = _mm256_and_si256(_mm256_srli_epi16(rc[k], 4), m4);
+              if constexpr (KQ) {
+                const __m256i pl = _mm256_add_epi16(_mm256_maddubs_epi16(la, xa), _mm256_maddubs_epi16(lc, xc));
+                const __m256i ph = _mm256_add_epi16(_mm256_maddubs_epi16(ha, xa), _mm256_maddubs_epi16(hc, xc));
+                acc[t][k] = _mm256_dpwssd_epi32(acc[t][k], pl, S[t][k]);
+                acc[t][k + 4] = _mm256_dpwssd_epi32(acc[t][k + 4], ph, S[t][k + 4]);
+              } else {
+                acc[t][k] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc[t][k], la, xa), lc, xc);
+                acc[t][k + 4] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc[t][k + 4], ha, xa), hc, xc);
               }
             }
           }
         } else {
-          for (int t = 0; t < nt; ++t)
-            for (int k = 0; k < 8; ++k) accm[t][k] = bs;
-        }
-        // Stream each quad of active channels over the block's tiles, prefetching the runs of
-        // the quad kPrefetchQuads ahead (in processing order, across sub-blocks) in step.
-        const int64_t n_all = (int64_t)P.ch.size();
-        // Two quads per pass when there are: one read-modify-write of the L1 sums per
-        // 8 channels (the pair's i16 products are added before the widening dpwssd; at
-        // most 2 x 2 x 63 x 127 < 32767). Each channel's run (nt * TB bytes) is read
-        // sequentially; the runs of the channels kPrefetchQuads quads ahead get their first
-        // lines prefetched so the hardware streamers are already running when they start.
-        for (int i = 0; i < n; i += 8) {
-          const bool two = i + 8 <= n;
-          const int64_t gi = P.sub_start[s] + i + 4 * kPrefetchQuads;
-          for (int64_t c = gi; c < std::min(n_all, gi + 8); ++c)
-            for (int l = 0; l < kPrefetchLines; ++l)
-              _mm_prefetch((const char*)(L.recs + (int64_t)P.ch[c] * L.rec + b0 * TB + 64 * l), ST_COL_PF_HINT);
-          int32_t x4[2] = {0, 0};
-          std::memcpy(x4, xq + i, two ? 8 : 4);
-          const __m256i xa = _mm256_set1_epi32(x4[0]), xc = _mm256_set1_epi32(x4[1]);
-          const uint8_t* a0 = L.recs + (int64_t)ch[i] * L.rec + b0 * TB;
-          const uint8_t* a1 = L.recs + (int64_t)ch[i + 1] * L.rec + b0 * TB;
-          const uint8_t* a2 = L.recs + (int64_t)ch[i + 2] * L.rec + b0 * TB;
-          const uint8_t* a3 = L.recs + (int64_t)ch[i + 3] * L.rec + b0 * TB;
-          const uint8_t* c0 = two ? L.recs + (int64_t)ch[i + 4] * L.rec + b0 * TB : a0;
-          const uint8_t* c1 = two ? L.recs + (int64_t)ch[i + 5] * L.rec + b0 * TB : a1;
-          const uint8_t* c2 = two ? L.recs + (int64_t)ch[i + 6] * L.rec + b0 * TB : a2;
-          const uint8_t* c3 = two ? L.recs + (int64_t)ch[i + 7] * L.rec + b0 * TB : a3;
-          if constexpr (T == Q4_0 || T == Q4_1 || T == Q4_K) {
-            // 4-bit: interleave the raw bytes (both nibbles at once), then split.
-            const __m256i m4 = _mm256_set1_epi8(0x0F);
-            for (int t = 0; t < nt; ++t) {
-              const int64_t o = (int64_t)t * TB;
-              __m256i ra[4], rc[4];
-              interleave4(ld(a0 + o), ld(a1 + o), ld(a2 + o), ld(a3 + o), ra);
-              interleave4(ld(c0 + o), ld(c1 + o), ld(c2 + o), ld(c3 + o), rc);
-              for (int k = 0; k < 4; ++k) {
-                const __m256i la = _mm256_and_si256(ra[k], m4), lc = _mm256_and_si256(rc[k], m4);
-                const __m256i ha = _mm256_and_si256(_mm256_srli_epi16(ra[k], 4), m4);
-                const __m256i hc = _mm256_and_si256(_mm256_srli_epi16(rc[k], 4), m4);
-                if constexpr (KQ) {
-                  const __m256i pl = _mm256_add_epi16(_mm256_maddubs_epi16(la, xa), _mm256_maddubs_epi16(lc, xc));
-                  const __m256i ph = _mm256_add_epi16(_mm256_maddubs_epi16(ha, xa), _mm256_maddubs_epi16(hc, xc));
-                  acc[t][k] = _mm256_dpwssd_epi32(acc[t][k], pl, S[t][k]);
-                  acc[t][k + 4] = _mm256_dpwssd_epi32(acc[t][k + 4], ph, S[t][k + 4]);
-                } else {
-                  acc[t][k] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc[t][k], la, xa), lc, xc);
-                  acc[t][k + 4] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc[t][k + 4], ha, xa), hc, xc);
-                }
+          for (int t = 0; t < nt; ++t) {
+            const int64_t o = (int64_t)t * TB;
+            prefetch(o);
+            const uint8_t* pa[4] = {a0 + o, a1 + o, a2 + o, a3 + o};
+            const uint8_t* pc[4] = {c0 + o, c1 + o, c2 + o, c3 + o};
+            __m256i q[8], q2[8];
+            load_quad<T>(pa, q);
+            load_quad<T>(pc, q2);
+            if constexpr (KQ) {
+              for (int k = 0; k < 8; ++k) {
+                const __m256i pr = _mm256_add_epi16(_mm256_maddubs_epi16(q[k], xa), _mm256_maddubs_epi16(q2[k], xc));
+                acc[t][k] = _mm256_dpwssd_epi32(acc[t][k], pr, S[t][k]);
               }
+            } else {
+              for (int k = 0; k < 8; ++k)
+                acc[t][k] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc[t][k], q[k], xa), q2[k], xc);
             }
-          } else {
-            for (int t = 0; t < nt; ++t) {
-              const int64_t o = (int64_t)t * TB;
-              const uint8_t* pa[4] = {a0 + o, a1 + o, a2 + o, a3 + o};
-              const uint8_t* pc[4] = {c0 + o, c1 + o, c2 + o, c3 + o};
-              __m256i q[8], q2[8];
-              load_quad<T>(pa, q);
-              load_quad<T>(pc, q2);
-              if constexpr (KQ) {
-                for (int k = 0; k < 8; ++k) {
-                  const __m256i pr = _mm256_add_epi16(_mm256_maddubs_epi16(q[k], xa), _mm256_maddubs_epi16(q2[k], xc));
-                  acc[t][k] = _mm256_dpwssd_epi32(acc[t][k], pr, S[t][k]);
-                }
-              } else {
-                for (int k = 0; k < 8; ++k)
-                  acc[t][k] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc[t][k], q[k], xa), q2[k], xc);
-              }
-            }
-          }
-        }
-      }
-      // Scale this unit's integer sums into the float outputs.
-      const __m256 vsx = _mm256_set1_ps(sx);
-      for (int t = 0; t < nt; ++t) {
-        const uint8_t* dpl = sp + 2 * ((b0 + t) * kTile);
-        for (int k = 0; k < 8; ++k) {
-          const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(dpl + 16 * k)));
-          const __m256 dsx = _mm256_mul_ps(d, vsx);
-          if constexpr (T == Q4_K || T == Q5_K) {
-            const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(dpl + 2 * rp + 16 * k)));
-            yv[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][k]), dsx, yv[t][k]);
-            yv[t][k] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(accm[t][k]), _mm256_mul_ps(dm, vsx), yv[t][k]);
-          } else if constexpr (T == Q6_K) {
-            const __m256i v = _mm256_sub_epi32(acc[t][k], _mm256_slli_epi32(accm[t][k], 5));
-            yv[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), dsx, yv[t][k]);
-          } else if constexpr (T == Q4_1 || T == Q5_1) {
-            const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(dpl + 2 * rp + 16 * k)));
-            yv[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][k]), dsx, yv[t][k]);
-            yv[t][k] = _mm256_fmadd_ps(m, _mm256_mul_ps(vsx, _mm256_cvtepi32_ps(accm[t][k])), yv[t][k]);
-          } else {
-            constexpr int Z = T == Q4_0 ? 8 : T == Q5_0 ? 16 : 128;
-            const __m256i v = _mm256_sub_epi32(acc[t][k], _mm256_mullo_epi32(accm[t][k], _mm256_set1_epi32(Z)));
-            yv[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), dsx, yv[t][k]);
           }
         }
       }
     }
+    // Scale this unit's integer sums into the float outputs.
+    const __m256 vsx = _mm256_set1_ps(sx);
     for (int t = 0; t < nt; ++t) {
-      float* y = J.y + (b0 + t) * kTile;
-      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(y + 8 * k, yv[t][k]);
-      if (bias)
-        for (int i = 0; i < kTile && (b0 + t) * kTile + i < L.rows; ++i) y[i] += bias[(b0 + t) * kTile + i];
+      const uint8_t* dpl = sp + 2 * ((b0 + t) * kTile);
+      for (int k = 0; k < 8; ++k) {
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(dpl + 16 * k)));
+        const __m256 dsx = _mm256_mul_ps(d, vsx);
+        if constexpr (T == Q4_K || T == Q5_K) {
+          const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(dpl + 2 * rp + 16 * k)));
+          yv[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][k]), dsx, yv[t][k]);
+          yv[t][k] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(accm[t][k]), _mm256_mul_ps(dm, vsx), yv[t][k]);
+        } else if constexpr (T == Q6_K) {
+          const __m256i v = _mm256_sub_epi32(acc[t][k], _mm256_slli_epi32(accm[t][k], 5));
+          yv[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), dsx, yv[t][k]);
+        } else if constexpr (T == Q4_1 || T == Q5_1) {
+          const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(dpl + 2 * rp + 16 * k)));
+          yv[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[t][k]), dsx, yv[t][k]);
+          yv[t][k] = _mm256_fmadd_ps(m, _mm256_mul_ps(vsx, _mm256_cvtepi32_ps(accm[t][k])), yv[t][k]);
+        } else {
+          constexpr int Z = T == Q4_0 ? 8 : T == Q5_0 ? 16 : 128;
+          const __m256i v = _mm256_sub_epi32(acc[t][k], _mm256_mullo_epi32(accm[t][k], _mm256_set1_epi32(Z)));
+          yv[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v), dsx, yv[t][k]);
+        }
+      }
     }
+  }
+  for (int t = 0; t < nt; ++t) {
+    float* y = yout + (b0 + t) * kTile;
+    for (int k = 0; k < 8; ++k) _mm256_storeu_ps(y + 8 * k, _mm256_add_ps(_mm256_loadu_ps(y + 8 * k), yv[t][k]));
   }
 }
 
-void fast_tiles(const Job& J, int64_t t0, int64_t t1, const float* bias) {
+void fast_piece(const Job& J, int64_t blk, int64_t s0, int64_t s1, float* y) {
   switch (J.L.qtype) {
-    case Q4_0: return fast_tiles_simd<Q4_0>(J, t0, t1, bias);
-    case Q4_1: return fast_tiles_simd<Q4_1>(J, t0, t1, bias);
-    case Q5_0: return fast_tiles_simd<Q5_0>(J, t0, t1, bias);
-    case Q5_1: return fast_tiles_simd<Q5_1>(J, t0, t1, bias);
-    case Q8_0: return fast_tiles_simd<Q8_0>(J, t0, t1, bias);
-    case Q4_K: return fast_tiles_simd<Q4_K>(J, t0, t1, bias);
-    case Q5_K: return fast_tiles_simd<Q5_K>(J, t0, t1, bias);
-    case Q6_K: return fast_tiles_simd<Q6_K>(J, t0, t1, bias);
+    case Q4_0: return fast_piece_simd<Q4_0>(J, blk, s0, s1, y);
+    case Q4_1: return fast_piece_simd<Q4_1>(J, blk, s0, s1, y);
+    case Q5_0: return fast_piece_simd<Q5_0>(J, blk, s0, s1, y);
+    case Q5_1: return fast_piece_simd<Q5_1>(J, blk, s0, s1, y);
+    case Q8_0: return fast_piece_simd<Q8_0>(J, blk, s0, s1, y);
+    case Q4_K: return fast_piece_simd<Q4_K>(J, blk, s0, s1, y);
+    case Q5_K: return fast_piece_simd<Q5_K>(J, blk, s0, s1, y);
+    case Q6_K: return fast_piece_simd<Q6_K>(J, blk, s0, s1, y);
     default: return;
   }
 }
 #else
-void fast_tiles(const Job& J, int64_t t0, int64_t t1, const float* bias) { fast_tiles_scalar(J, t0, t1, bias); }
+void fast_piece(const Job& J, int64_t blk, int64_t s0, int64_t s1, float* y) { fast_piece_scalar(J, blk, s0, s1, y); }
 #endif
 
 // Below this many weight bytes per thread another thread costs more than it saves.
@@ -766,40 +778,59 @@ struct Spec {
 };
 
 // Every job on one activation row x (each job has its own active set); y[j] = [rows_p].
+// The work is a list of pieces (job, layout block, active sub-block) in memory order, cut
+// into one contiguous range of equal bytes per thread: at sparsity 0 each thread streams one
+// range of memory. A thread adds its pieces into its own copy of the outputs; the copies and
+// the biases are summed at the end.
 void run_row(const float* x, int64_t cols, std::vector<Spec>& specs, std::vector<float*>& ys, bool exact,
              std::vector<Prep>& preps) {
   const size_t m = specs.size();
   std::vector<Job> jobs(m);
-  std::vector<int64_t> first(m + 1, 0), cost(m);
+  struct Piece {
+    int32_t job, blk, sub;
+  };
+  std::vector<Piece> pieces;
+  std::vector<int64_t> at{0};  // cumulative bytes before each piece
   int64_t bytes = 0;
   for (size_t j = 0; j < m; ++j) {
     const Spec& s = specs[j];
-    prepare(x, cols, s.f, s.thr, s.index, s.n_index, exact, preps[j]);
-    jobs[j] = Job{s.L, s.f, &preps[j], ys[j]};
+    Prep& P = preps[j];
+    prepare(x, cols, s.f, s.thr, s.index, s.n_index, exact, P);
+    jobs[j] = Job{s.L, s.f, &P};
     int64_t units = 0;
-    for (uint8_t a : preps[j].unit_any) units += a;
-    bytes += preps[j].n_active * s.L.rec + units * s.L.unit_stride;
-    cost[j] = std::max<int64_t>(1, (int64_t)preps[j].ch.size() * s.f.tile_bytes + units * s.f.scale_bytes * kTile);
-    first[j + 1] = first[j] + s.L.tiles;
+    for (uint8_t a : P.unit_any) units += a;
+    bytes += P.n_active * s.L.rec + units * s.L.unit_stride;
+    const int64_t subs_per_unit = s.f.unit / s.f.sub, scale_per_sub = s.f.scale_bytes * kTile / subs_per_unit;
+    for (int64_t b = 0; b < s.L.blocks; ++b)
+      for (int64_t sb = 0; sb < (int64_t)P.sub_count.size(); ++sb) {
+        if (P.sub_count[sb] == 0) continue;
+        pieces.push_back({(int32_t)j, (int32_t)b, (int32_t)sb});
+        at.push_back(at.back() + block_tiles(s.L, b) * (P.sub_count[sb] * s.f.tile_bytes + scale_per_sub));
+      }
   }
   g_bytes_read.fetch_add(bytes, std::memory_order_relaxed);
-  // Tiles of all jobs in one list, split into contiguous ranges of equal cost.
-  std::vector<int64_t> ccost(m + 1, 0);
-  for (size_t j = 0; j < m; ++j) ccost[j + 1] = ccost[j] + cost[j] * specs[j].L.tiles;
-  const int64_t total = ccost[m];
+  int64_t rows_total = 0;
+  std::vector<int64_t> row_off(m + 1, 0);
+  for (size_t j = 0; j < m; ++j) row_off[j + 1] = rows_total += specs[j].L.rows_p;
   const int64_t nthreads = std::max<int64_t>(
       1, std::min<int64_t>(at::get_num_threads(), (exact ? 8 : 1) * bytes / kMinBytesPerThread));
-  auto run_part = [&](int64_t part) {
-    const int64_t lo = total * part / nthreads, hi = total * (part + 1) / nthreads;
-    for (size_t j = 0; j < m; ++j) {
-      const int64_t b = std::max(lo, ccost[j]), e = std::min(hi, ccost[j + 1]);
-      if (b >= e) continue;
-      const int64_t t0 = (b - ccost[j] + cost[j] - 1) / cost[j], t1 = (e - ccost[j] + cost[j] - 1) / cost[j];
-      if (t0 >= t1) continue;
+  std::vector<float> part((size_t)(nthreads * rows_total), 0.f);
+  const int64_t total = at.back(), np = (int64_t)pieces.size();
+  auto run_part = [&](int64_t p) {
+    // Pieces whose first byte falls in this thread's share; runs of one (job, block) at once.
+    int64_t k = std::lower_bound(at.begin(), at.end() - 1, total * p / nthreads) - at.begin();
+    const int64_t end = std::lower_bound(at.begin(), at.end() - 1, total * (p + 1) / nthreads) - at.begin();
+    float* y = part.data() + p * rows_total;
+    while (k < std::min(end, np)) {
+      const Piece& first = pieces[k];
+      int64_t e = k + 1;
+      while (e < std::min(end, np) && pieces[e].job == first.job && pieces[e].blk == first.blk) ++e;
+      const int64_t s1 = pieces[e - 1].sub + 1;
       if (exact)
-        exact_tiles(jobs[j], t0, t1, specs[j].bias);
+        exact_piece(jobs[first.job], first.blk, first.sub, s1, y + row_off[first.job]);
       else
-        fast_tiles(jobs[j], t0, t1, specs[j].bias);
+        fast_piece(jobs[first.job], first.blk, first.sub, s1, y + row_off[first.job]);
+      k = e;
     }
   };
   if (nthreads == 1) {
@@ -808,6 +839,17 @@ void run_row(const float* x, int64_t cols, std::vector<Spec>& specs, std::vector
     at::parallel_for(0, nthreads, 1, [&](int64_t b, int64_t e) {
       for (int64_t p = b; p < e; ++p) run_part(p);
     });
+  }
+  for (size_t j = 0; j < m; ++j) {
+    float* y = ys[j];
+    const int64_t rows = specs[j].L.rows_p;
+    std::copy_n(part.data() + row_off[j], rows, y);
+    for (int64_t p = 1; p < nthreads; ++p) {
+      const float* q = part.data() + p * rows_total + row_off[j];
+      for (int64_t i = 0; i < rows; ++i) y[i] += q[i];
+    }
+    if (specs[j].bias)
+      for (int64_t i = 0; i < specs[j].L.rows; ++i) y[i] += specs[j].bias[i];
   }
 }
 
