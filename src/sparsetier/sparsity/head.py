@@ -171,13 +171,18 @@ def choose(
     min_recall: float = CHOICE_RECALL,
 ) -> HeadApprox | None:
     """Pick (rank, candidates) on `states` (exact argmaxes `best`): the smallest rank whose
-    recall already reaches `min_recall` with the fewest candidates (else the largest rank), then
+    recall already reaches `min_recall` with `candidates[1]` candidates (else the largest rank), then
     the fewest candidates that reach it at that rank, doubled. A rank that needs many candidates
     is at its limit: on other text its misses came from tokens it ranks far down (rare tokens in
     unseen contexts), which more candidates did not fix, while one more rank step did."""
     usable = [r for r in ranks if r <= full.rank] or [full.rank]
     rank = next(
-        (r for r in usable if measure(full.truncated(r, candidates[0]), states, best).recall >= min_recall),
+        (
+            r
+            for r in usable
+            if measure(full.truncated(r, candidates[min(1, len(candidates) - 1)]), states, best).recall
+            >= min_recall
+        ),
         usable[-1],
     )
     for k in candidates:
