@@ -6,8 +6,9 @@ the hidden states the model actually produces (SVD-softmax, Shim et al. 2017, do
 a plain SVD), so decode does:
 
 1. approximate logits `lowrank @ (proj.T @ x)`: `proj` [d, r] float32 and `lowrank` [vocab, r]
-   stored as Q8_0, read as vocab * r * 34/32 bytes instead of all of W (in the column layout of
-   `kernels/sparse.py`: rows of only r weights are slow on the row-major GEMV, 2-3x here);
+   stored as Q8_0, read as vocab * r * 34/32 bytes instead of all of W (for r <= 128 in the
+   column layout of `kernels/sparse.py`: rows of 64 or 128 weights are 2.7x / 1.6x slower on the
+   row-major GEMV; at 256 the GEMV is as fast, and no second copy is kept);
 2. candidates: about the `candidates` highest approximate logits (the threshold is the matching
    rank in a 1-in-64 sample of them: a full top-k over the vocabulary costs milliseconds);
 3. their exact logits from their rows of W only (`kernels.linear_rows`); every other logit is
@@ -41,6 +42,7 @@ MIN_RECALL = 0.999  # argmax recall on held-out text needed to be on by default 
 CHOICE_RECALL = 0.9995  # what the chosen (rank, candidates) must reach on the choice text
 MAX_ROWS = 16  # more rows than this (prefill with all logits) use the dense head
 SAMPLE_STRIDE = 64  # the candidate threshold comes from every 64th approximate logit
+COLUMN_MAX_RANK = 128  # low-rank heads up to this rank are read in the column layout
 _CHUNK_ROWS = 8192  # rows of W dequantized at a time while fitting
 _Q8_0_BLOCK, _Q8_0_BYTES = 32, 34
 
@@ -60,9 +62,10 @@ class HeadApprox:
 
     @property
     def columns(self) -> sparse.ColumnWeight | None:
-        """The low-rank head in the column layout (made once), or None without the extension."""
+        """The low-rank head in the column layout (made once) for ranks up to COLUMN_MAX_RANK,
+        else None (the row-major GEMV reads it)."""
         if not hasattr(self, "_columns"):
-            ok = kernels.has_extension() and sparse.supports(self.lowrank)
+            ok = self.rank <= COLUMN_MAX_RANK and kernels.has_extension() and sparse.supports(self.lowrank)
             self._columns = sparse.to_columns(self.lowrank) if ok else None
         return self._columns
 
