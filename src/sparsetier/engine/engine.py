@@ -8,17 +8,16 @@ then decodes one token per step from the cache.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from ..errors import ContextLengthError, SparsetierError
 from ..kvcache import KVCache
 from ..models import Batch, Model, build_model
+from ..progress import byte_bar
 from ..tiers import TieredWeights, budget_for_limit
 from ..tokenizer import Tokenizer
 from ..weights.loader import ModelSource, open_model
@@ -59,15 +58,7 @@ def _prefault(source: ModelSource, progress: bool) -> None:
     """Touch every page of the weights once (reading one byte per page), so loading is paid
     here, with a progress bar, rather than hidden in the first token's latency."""
     tensors = list(source.weights.values())
-    with tqdm(
-        total=source.weight_bytes,
-        desc="loading",
-        unit="B",
-        unit_scale=True,
-        file=sys.stderr,
-        disable=None if progress else True,
-        leave=False,
-    ) as bar:
+    with byte_bar(source.weight_bytes, "loading", progress) as bar:
         for t in tensors:
             flat = t.data.reshape(-1).view(torch.uint8) if t.data.dtype != torch.uint8 else t.data.reshape(-1)
             flat[::4096].sum()

@@ -178,18 +178,18 @@ def choose(
     the fewest candidates that reach it at that rank, doubled. A rank that needs many candidates
     is at its limit: on other text its misses came from tokens it ranks far down (rare tokens in
     unseen contexts), which more candidates did not fix, while one more rank step did."""
+    measured: dict[tuple[int, int], Recall] = {}
+
+    def recall(r: int, k: int) -> Recall:  # each (rank, candidates) measured once
+        if (r, k) not in measured:
+            measured[r, k] = measure(full.truncated(r, k), states, best)
+        return measured[r, k]
+
     usable = [r for r in ranks if r <= full.rank] or [full.rank]
-    rank = next(
-        (
-            r
-            for r in usable
-            if measure(full.truncated(r, candidates[min(1, len(candidates) - 1)]), states, best).recall
-            >= min_recall
-        ),
-        usable[-1],
-    )
+    probe = candidates[min(1, len(candidates) - 1)]
+    rank = next((r for r in usable if recall(r, probe).recall >= min_recall), usable[-1])
     for k in candidates:
-        rc = measure(full.truncated(rank, k), states, best)
+        rc = recall(rank, k)
         if rc.recall >= min_recall:
             head = full.truncated(rank, 2 * k)
             head.info = {

@@ -13,14 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import mmap
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ..errors import SparsetierError
+from ..progress import byte_bar
 from ..weights.tensor import FileRegion, QuantTensor
 from .budget import Accounting, fmt_size, parse_size
 from .limit import LimitBudget
@@ -183,15 +182,7 @@ def _load_pinned(
         for p in u.pieces:
             pieces.setdefault(p.tensor, []).append((p, u.index))
     parts: dict[str, _Parts] = {}
-    with tqdm(
-        total=plan.pinned_bytes,
-        desc="loading",
-        unit="B",
-        unit_scale=True,
-        file=sys.stderr,
-        disable=None if progress else True,
-        leave=False,
-    ) as bar:
+    with byte_bar(plan.pinned_bytes, "loading", progress) as bar:
         for name, t in weights.items():
             mine = sorted(pieces.get(name, []), key=lambda pu: pu[0].row0)
             if not mine:  # an untied embedding read on demand: never resident
