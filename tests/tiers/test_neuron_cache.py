@@ -5,46 +5,61 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from sparsetier.tiers.neuron_cache import NeuronCache, simulate
 
 
+def ids(*n: int) -> torch.Tensor:
+    return torch.tensor(n, dtype=torch.long)
+
+
+def step(cache: NeuronCache, *active: int) -> torch.Tensor:
+    """One decode step of layer 0: look up, admit the misses; returns the lookup's slots."""
+    a = ids(*active)
+    slots = cache.lookup(0, a)
+    cache.admit(0, a[slots < 0], a)
+    return slots
+
+
 @pytest.mark.parametrize("policy", ["lru", "lfu"])
 def test_capacity_slots_and_protection(policy: str) -> None:
-    cache = NeuronCache(4, policy)
-    hits, misses = cache.lookup(0, [1, 2, 3])
-    assert hits == [] and misses == [1, 2, 3]
-    admitted = cache.admit(0, misses)
-    assert sorted(n for n, _ in admitted) == [1, 2, 3]
-    hits, misses = cache.lookup(0, [1, 2, 5, 6])
-    assert hits == [1, 2] and misses == [5, 6]
-    admitted = cache.admit(0, misses, protect=hits)
-    assert len(cache.slots) <= 4
-    # this step's hits were not evicted to make room
-    assert (0, 1) in cache.slots and (0, 2) in cache.slots
-    # every resident key has its own slot in 0..capacity-1
-    slots = list(cache.slots.values())
-    assert len(set(slots)) == len(slots) and all(0 <= s < 4 for s in slots)
+    cache = NeuronCache(2, 16, 4, policy)
+    assert (step(cache, 1, 2, 3) < 0).all()
+    slots = step(cache, 1, 2, 5, 6)
+    assert (slots[:2] >= 0).all() and (slots[2:] < 0).all()
+    resident = (cache.slot[0] >= 0).nonzero().squeeze(1).tolist()
+    assert len(resident) == 4
+    assert {1, 2} <= set(resident)  # this step's hits were not evicted to make room
+    held = cache.slot[0, resident].tolist()  # every resident neuron has its own slot
+    assert len(set(held)) == 4 and all(0 <= s < 4 for s in held)
+    assert (cache.slot[1] < 0).all()  # layers do not share slots
+
+
+def test_a_step_never_evicts_its_own_neurons() -> None:
+    cache = NeuronCache(1, 16, 2, "lru")
+    step(cache, 1, 2)
+    admitted, slots = cache.admit(0, ids(3, 4), ids(1, 2, 3, 4))
+    assert admitted.numel() == 0 and slots.numel() == 0  # full of this step's neurons
 
 
 def test_lru_evicts_the_least_recent() -> None:
-    cache = NeuronCache(2, "lru")
-    cache.admit(0, [1])
-    cache.admit(0, [2])
-    cache.lookup(0, [1])  # 1 is now the most recent
-    cache.admit(0, [3])
-    assert set(cache.slots) == {(0, 1), (0, 3)}
+    cache = NeuronCache(1, 8, 2, "lru")
+    step(cache, 1)
+    step(cache, 2)
+    step(cache, 1)  # 1 is now the most recent
+    step(cache, 3)
+    assert (cache.slot[0] >= 0).nonzero().squeeze(1).tolist() == [1, 3]
 
 
 def test_lfu_keeps_the_frequent() -> None:
-    cache = NeuronCache(2, "lfu")
+    cache = NeuronCache(1, 8, 2, "lfu")
     for _ in range(5):
-        hits, misses = cache.lookup(0, [1])
-        cache.admit(0, misses, protect=hits)
+        step(cache, 1)
     for n in (2, 3, 4):
-        hits, misses = cache.lookup(0, [n])
-        cache.admit(0, misses, protect=hits)
-    assert (0, 1) in cache.slots  # used 5 times: survives a stream of one-off neurons
+        step(cache, n)
+    assert cache.slot[0, 1] >= 0  # used 5 times: survives a stream of one-off neurons
+    assert cache.slot[0, 4] >= 0
 
 
 def test_simulate_pinned_never_miss_and_bigger_cache_hits_more() -> None:

@@ -10,6 +10,7 @@ from .roofline import EMBED, decode_bytes_per_token
 
 
 def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loaded:
+    from ..cli.profile import predictors_path
     from ..engine import GREEDY, Engine
     from ..errors import SparsetierError
 
@@ -19,6 +20,7 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
     level = options.pop("sparsity", None)
     scope = options.pop("sparsity_scope", "all")
     head_mode = options.pop("sparse_head", "off")  # the dense head unless a case asks for it
+    neurons = options.pop("neurons", None)  # a cache policy: stream FFN neurons with the predictors
     if options:
         raise SparsetierError(f"sparsetier runner: unknown options {sorted(options)}")
     engine = Engine.load(
@@ -28,6 +30,8 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
         progress=False,
         memory_budget=budget,
         memory_limit=limit if budget is None else None,
+        predictors=predictors_path(path) if neurons else None,
+        neuron_cache=neurons or "lfu",
     )
     applied = None
     if level is not None:
@@ -65,6 +69,8 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
         if engine.tiers is None:
             return {}
         r = engine.tiers.report()
+        if r["neurons"]:  # what neurons read varies by token: the measured disk bytes say it
+            return {"tiers": r}
         return {"streamed_bytes_per_token": r["streamed_bytes_per_token"], "tiers": r}
 
     return Loaded(generate, decode_bytes_per_token(nbytes, weights[EMBED].shape[0]), info)

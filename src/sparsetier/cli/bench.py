@@ -62,6 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also run our engine with the profile's sparse output head: alone (dense projections) "
         "and with each --sparsity level (needs `sparsetier profile MODEL --sparse-head` first)",
     )
+    p.add_argument(
+        "--neurons",
+        metavar="LIST",
+        default=None,
+        help="under --memory-budget/--memory-limit, also run our engine with FFN neurons streamed as "
+        "bundles, chosen by the predictors beside each model (`sparsetier profile --train-predictors`), "
+        "once per cold-neuron cache policy in LIST (lfu, lru)",
+    )
     p.add_argument("--threads", "-t", type=int, default=2, help="threads for every engine (default 2)")
     p.add_argument(
         "--runs", type=int, default=3, help="runs per engine and model; medians reported (default 3)"
@@ -111,6 +119,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from ..errors import SparsetierError
 
         raise SparsetierError("--sparsity cannot be combined with --memory-budget yet")
+    policies = [x.strip() for x in args.neurons.split(",") if x.strip()] if args.neurons else []
+    if policies and not (budgets or limit):
+        from ..errors import SparsetierError
+
+        raise SparsetierError("--neurons needs --memory-budget or --memory-limit")
+    for x in policies:
+        if x not in ("lfu", "lru"):
+            from ..errors import SparsetierError
+
+            raise SparsetierError(f"--neurons: unknown cache policy '{x}' (lfu, lru)")
     for x in levels:
         if x.lower() != "auto":
             from ..sparsity import parse_level
@@ -140,6 +158,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for e in engines:
             if e.name == BASELINE and budgets:  # in memory (the baseline), then each budget
                 cases += [Case(e, name, path)] + [Case(e, name, path, {"memory_budget": b}) for b in budgets]
+                cases += [
+                    Case(e, name, path, {"memory_budget": b, "neurons": c}) for b in budgets for c in policies
+                ]
+            elif e.name == BASELINE and policies:  # under --memory-limit: dense layers, then neurons
+                cases += [Case(e, name, path)] + [Case(e, name, path, {"neurons": c}) for c in policies]
             elif e.name == BASELINE and (levels or args.sparse_head):
                 # dense (the baseline), then each level; with --sparse-head the head alone and each
                 # level with the head
@@ -184,6 +207,8 @@ def _command(args: argparse.Namespace, models: list[str], engines: list[str]) ->
         parts += ["--memory-limit", args.memory_limit]
     if args.memory_budget:
         parts += ["--memory-budget", args.memory_budget]
+    if args.neurons:
+        parts += ["--neurons", args.neurons]
     if args.sparsity:
         parts += ["--sparsity", args.sparsity]
         if args.sparsity_scope != "all":

@@ -50,7 +50,14 @@ def add_sparsity_args(p: argparse.ArgumentParser, many: bool = False) -> None:
             metavar="DIR",
             default=None,
             help="compute only the FFN neurons that these predictors choose (a PowerInfer-format folder: "
-            "model_{i}.pt + config.json, e.g. from `sparsetier profile --train-predictors`); approximate",
+            "model_{i}.pt + config.json, e.g. from `sparsetier profile --train-predictors`); approximate. "
+            "With --memory-budget the FFNs then read only those neurons from disk (neuron bundles)",
+        )
+        p.add_argument(
+            "--neuron-cache",
+            choices=("lfu", "lru"),
+            default="lfu",
+            help="with --predictors and --memory-budget: how the cold-neuron cache evicts (default lfu)",
         )
         p.add_argument(
             "--sparse-head",
@@ -117,14 +124,22 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
 def load_engine(model: str | None, args: argparse.Namespace) -> Engine:
     if args.ctx_size < 16:
         raise SparsetierError(f"--ctx-size must be >= 16, got {args.ctx_size}")
+    predictors = getattr(args, "predictors", None)
+    streamed = predictors if args.memory_budget else None  # neurons stream from disk
     engine = Engine.load(
-        model, threads=args.threads, ctx_size=args.ctx_size, memory_budget=args.memory_budget
+        model,
+        threads=args.threads,
+        ctx_size=args.ctx_size,
+        memory_budget=args.memory_budget,
+        predictors=streamed,
+        neuron_cache=getattr(args, "neuron_cache", "lfu"),
     )
     if hasattr(args, "sparsity"):  # run and chat
         from .. import sparsity
 
-        if args.sparsity is not None or args.predictors:
-            applied = sparsity.enable(engine, args.sparsity, args.sparsity_scope, predictors=args.predictors)
+        in_memory = None if streamed else predictors
+        if args.sparsity is not None or in_memory:
+            applied = sparsity.enable(engine, args.sparsity, args.sparsity_scope, predictors=in_memory)
             if applied is not None and args.verbose:
                 print(applied.summary(), file=sys.stderr)
         head = sparsity.enable_head(engine, args.sparse_head, greedy=args.temperature == 0)

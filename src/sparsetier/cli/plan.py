@@ -8,9 +8,10 @@ import dataclasses
 import json
 import sys
 
-from ..tiers import fmt_size, make_plan, parse_size, tensor_infos
+from ..tiers import fmt_size, tensor_infos
 from ..tiers.plan import summarize
 from ..tiers.storage import probe_read_bandwidth
+from ..tiers.store import plan_tiers
 from ..weights.loader import open_model
 
 
@@ -26,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="measure the disk's O_DIRECT read speed on the model file and print the decode ceiling",
     )
+    p.add_argument(
+        "--neurons",
+        action="store_true",
+        help="plan for neuron streaming (run with --predictors): the FFNs read only predicted-active "
+        "neuron bundles; hot neurons by the sparsity profile pinned (writes the bundle file if missing)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the plan as JSON ('-' for stdout)")
     p.set_defaults(func=cmd_plan)
 
@@ -37,22 +44,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise SparsetierError(f"--slots must be >= 1, got {args.slots}")
     source = open_model(args.model)
     infos = tensor_infos(source.weights)
-    total = sum(t.nbytes for t in infos)
-    budget = parse_size(args.memory_budget, whole=total)
-    plan = make_plan(infos, budget, tied=source.config.tie_embeddings, slots=args.slots)
+    plan, neurons = plan_tiers(
+        source, args.memory_budget, slots=args.slots, neurons=args.neurons, progress=True
+    )
+    total, budget = plan.weight_bytes, plan.budget
     items = summarize(plan, infos)
     cfg = source.config
     per_token = plan.streamed_bytes_per_token
+    if neurons is not None and neurons.expected_read is not None:
+        per_token += int(neurons.expected_read)
+    resident = plan.resident_bytes + (neurons.resident_bytes if neurons else 0)
     lines = [
         f"model: {source.path} ({cfg.arch}, {cfg.n_layers} layers, head "
         f"{'tied to the embedding' if cfg.tie_embeddings else 'untied'}), weights {fmt_size(total)}",
         f"budget: {fmt_size(budget)} ({budget / total:.0%} of the weights); "
         f"minimum {fmt_size(plan.minimum_budget)}",
-        f"resident: {fmt_size(plan.resident_bytes)} = pinned {fmt_size(plan.pinned_bytes)} + "
-        f"{plan.slots if plan.units else 0} stream buffers of {fmt_size(plan.slot_bytes)}",
+        f"resident: {fmt_size(resident)} = pinned {fmt_size(plan.pinned_bytes)} + "
+        f"{plan.slots if plan.units else 0} stream buffers of {fmt_size(plan.slot_bytes)}"
+        + (f" + neurons {fmt_size(neurons.resident_bytes)}" if neurons else ""),
         f"streams per token: {fmt_size(per_token)} in {len(plan.units)} reads"
-        + (" (embedding rows on demand)" if plan.embed_on_demand else ""),
+        + (" (embedding rows on demand)" if plan.embed_on_demand else "")
+        + (" + the neuron bundles read (expected from the profile, before cache hits)" if neurons else ""),
     ]
+    if neurons is not None:
+        lines.append(neurons.summary())
     probe = None
     if args.probe_disk and per_token:
         probe = probe_read_bandwidth(source.path)
@@ -80,6 +95,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "stream_buffer_bytes": plan.slot_bytes,
             "streamed_bytes_per_token": per_token,
             "embed_rows_on_demand": plan.embed_on_demand,
+            "neurons": None
+            if neurons is None
+            else {
+                "pinned_per_layer": [len(p) for p in neurons.pinned],
+                "cache_bundles_per_layer": neurons.cache,
+                "resident_bytes": neurons.resident_bytes,
+                "expected_read_bytes_per_token": neurons.expected_read,
+            },
             "disk_read_bytes_s": probe,
             "items": [dataclasses.asdict(r) for r in items],
             "units": [

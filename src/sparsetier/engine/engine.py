@@ -101,10 +101,14 @@ class Engine:
         prefault: bool = True,
         memory_budget: int | str | None = None,
         memory_limit: int | None = None,
+        predictors: str | None = None,
+        neuron_cache: str = "lfu",
     ) -> Engine:
         """`memory_budget` (bytes, "1G", "25%" of the weights) caps the weight bytes held in memory:
         the rest streams from disk (tiers/). `memory_limit` caps the whole process instead: the
-        budget is what the runtime, tokenizer, KV cache and working buffers leave of it."""
+        budget is what the runtime, tokenizer, KV cache and working buffers leave of it. Under
+        either, `predictors` (a PowerInfer-format folder) makes the FFNs read only their
+        predicted-active neurons from disk, through a cold-neuron cache (`neuron_cache`: lfu, lru)."""
         if threads is not None and threads < 1:
             raise SparsetierError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads or default_threads())
@@ -118,7 +122,14 @@ class Engine:
                 ctx = min(ctx_size or 4096, source.config.context_length)
                 split = budget_for_limit(memory_limit, source.config, ctx, n_slots, source.weight_bytes)
                 memory_budget, prefill_chunk = split.budget, split.prefill_chunk
-            tiers = TieredWeights.load(source, memory_budget, progress=progress)
+            preds = None
+            if predictors is not None:
+                from ..sparsity.predictor import load_powerinfer
+
+                preds = load_powerinfer(predictors, source.config.n_layers)
+            tiers = TieredWeights.load(
+                source, memory_budget, progress=progress, predictors=preds, cache_policy=neuron_cache
+            )
             tiers.limit = split
         elif prefault:
             _prefault(source, progress)

@@ -31,6 +31,7 @@ from . import PREFILL_MIN_TOKENS, _ext, is_exact
 # Types with a column layout: the GGML block types (every supported type but the float ones).
 COLUMN_TYPES = SUPPORTED_TYPES - frozenset(FLOAT_TYPES)
 TILE = 64  # outputs per tile; rows are padded to a multiple
+BLOCK_TILES = 32  # tiles per layout block (kBlockTiles in csrc/sparse.cpp)
 # (record bytes per 64 outputs, channels per scale unit, scale bytes per output per unit)
 _FORMAT = {
     GGMLType.Q4_0: (32, 32, 2),
@@ -75,6 +76,37 @@ class ColumnWeight:
 
     def __repr__(self) -> str:
         return f"ColumnWeight({self.name}, {self.qtype.name}, {list(self.shape)}, {self.nbytes} bytes)"
+
+
+def _block_spans(cw: ColumnWeight) -> list[tuple[int, int]]:
+    """(byte offset of each layout block, one channel's record bytes in it)."""
+    tile_bytes = _FORMAT[cw.qtype][0]
+    tiles = cw.records.numel() // (cw.cols * tile_bytes)
+    spans, base = [], 0
+    for t0 in range(0, tiles, BLOCK_TILES):
+        run = min(BLOCK_TILES, tiles - t0) * tile_bytes
+        spans.append((base, run))
+        base += run * cw.cols
+    return spans
+
+
+def channel_records(cw: ColumnWeight) -> torch.Tensor:
+    """Each input channel's whole record (its runs of every block, in order): [cols, record_bytes]."""
+    parts = [cw.records[b : b + run * cw.cols].view(cw.cols, run) for b, run in _block_spans(cw)]
+    return torch.cat(parts, dim=1)
+
+
+def put_channel_records(cw: ColumnWeight, index: torch.Tensor, records: torch.Tensor) -> None:
+    """Write whole records [len(index), record_bytes] (as `channel_records` gives) of channels
+    `index`. `records` may hold them as wider integers (fewer elements to copy): every run of the
+    layout is a multiple of 8 bytes."""
+    size = records.element_size()
+    dst = cw.records.view(records.dtype)
+    at = 0
+    for b, run in _block_spans(cw):
+        b, run = b // size, run // size
+        dst[b : b + run * cw.cols].view(cw.cols, run)[index] = records[:, at : at + run]
+        at += run
 
 
 def supports(w: QuantTensor) -> bool:

@@ -1,25 +1,26 @@
 """The cold-neuron cache: FFN neuron bundles (a neuron's gate row, up row and down column) kept in
-memory after they were streamed, so a neuron that fires again soon is not read twice.
+memory after they were read, so a neuron that fires again soon is not read twice.
 
 With activation sparsity, a decode step needs only the predicted-active neurons of each FFN. The
 planner pins the hot ones (by the sparsity profile's activation frequency); the rest are read on
-demand as bundles, and this cache, sized from what the budget leaves, keeps some of them. Two
-policies: "lru" (least recently used goes first) and "lfu" (least frequently used goes first, with
-counts halved every `decay_every` lookups so the cache follows a shift of topic; ties by age).
-`simulate` replays a trace of active sets to compare them (docs/tiers.md has the measurement).
+demand as bundles (`bundles.py`), and this cache, sized from what the budget leaves, keeps some of
+them: `capacity` bundles per layer. Two policies: "lru" (least recently used goes first) and "lfu"
+(least frequently used goes first, ties by age, with every count halved each `decay_steps` steps of
+the layer so the cache follows a change of topic). `simulate` replays a trace of active sets to
+compare them; docs/tiers.md has both the replay and the measurement in decode.
 
-Plain data: keys are (layer, neuron); the caller owns the bytes (a slab of `capacity` bundles)
-and uses the slot numbers this class hands out.
+Plain bookkeeping on tensors (one step is a few vector operations, not a loop over neurons); the
+caller owns the bytes (a slab of `capacity` bundles per layer) and uses the slot numbers it hands out.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-Key = tuple[int, int]  # (layer, neuron)
+import torch
+
+POLICIES = ("lru", "lfu")
 
 
 @dataclass
@@ -33,114 +34,80 @@ class CacheStats:
 
 
 class NeuronCache:
-    # LFU with slow decay won on real traces (docs/tiers.md): the default; counts are halved every
-    # `decay_every` lookups (~32 tokens of a small model's active sets)
-    def __init__(self, capacity: int, policy: str = "lfu", decay_every: int = 1 << 17):
-        if policy not in ("lru", "lfu"):
+    def __init__(self, layers: int, neurons: int, capacity: int, policy: str = "lfu", decay_steps: int = 32):
+        if policy not in POLICIES:
             raise ValueError(f"unknown cache policy {policy!r} (lru, lfu)")
-        self.capacity, self.policy, self.decay_every = capacity, policy, decay_every
-        self.slots: dict[Key, int] = {}  # resident key -> slot in the caller's slab
-        self._free = list(range(capacity))
-        self._order: OrderedDict[Key, None] = OrderedDict()  # lru: oldest first
-        self._count: dict[Key, int] = {}  # lfu: (decayed) uses of every key seen
-        self._state: dict[Key, tuple[int, int]] = {}  # lfu: resident key -> (count, last use)
-        self._heap: list[tuple[int, int, Key]] = []  # lfu: states, stale ones skipped on pop
-        self._tick = 0
+        self.capacity, self.policy, self.decay_steps = capacity, policy, decay_steps
+        self.slot = torch.full((layers, neurons), -1, dtype=torch.long)  # cache slot, -1: not cached
+        self.count = torch.zeros(layers, neurons, dtype=torch.long)  # lfu: decayed uses
+        self.last = torch.zeros(layers, neurons, dtype=torch.long)  # step of the last use
+        self._steps = [0] * layers
+        self._free = [list(range(capacity - 1, -1, -1)) for _ in range(layers)]
         self.stats = CacheStats()
 
-    def lookup(self, layer: int, neurons: Iterable[int]) -> tuple[list[int], list[int]]:
-        """(resident neurons, missing neurons) of one layer's active set; counts the use."""
-        hits, misses = [], []
-        for n in neurons:
-            key = (layer, n)
-            self._tick += 1
-            if self.policy == "lfu":
-                self._count[key] = self._count.get(key, 0) + 1
-                if self._tick % self.decay_every == 0:
-                    self._decay()
-            if key in self.slots:
-                hits.append(n)
-                self._touch(key)
-            else:
-                misses.append(n)
-        self.stats.lookups += len(hits) + len(misses)
-        self.stats.hits += len(hits)
-        return hits, misses
+    def lookup(self, layer: int, neurons: torch.Tensor) -> torch.Tensor:
+        """Cache slots of one step's cold active neurons (int64), -1 where missing; counts the use."""
+        self._steps[layer] += 1
+        step = self._steps[layer]
+        if self.policy == "lfu":
+            if step % self.decay_steps == 0:
+                self.count[layer] >>= 1
+            self.count[layer, neurons] += 1
+        slots = self.slot[layer, neurons]
+        hit = slots >= 0
+        self.last[layer, neurons[hit]] = step
+        self.stats.lookups += neurons.numel()
+        self.stats.hits += int(hit.sum())
+        return slots
 
-    def admit(self, layer: int, neurons: Sequence[int], protect: Iterable[int] = ()) -> list[tuple[int, int]]:
-        """Make room for just-read bundles; [(neuron, slot)] for those admitted (the caller copies
-        their bytes into the slots). Neurons of this layer in `protect` (the step's hits) are not
-        evicted, so a step never evicts what it is about to use."""
-        keep = {(layer, n) for n in protect}
-        out = []
-        for n in neurons:
-            key = (layer, n)
-            if key in self.slots or self.capacity == 0:
-                continue
-            if not self._free and not self._evict(keep):
-                break
-            self.slots[key] = slot = self._free.pop()
-            self._touch(key)
-            keep.add(key)  # nor what this step just read
-            out.append((n, slot))
-        return out
-
-    def _touch(self, key: Key) -> None:
-        if self.policy == "lru":
-            self._order[key] = None
-            self._order.move_to_end(key)
-        else:
-            state = (self._count.get(key, 1), self._tick)
-            self._state[key] = state
-            heapq.heappush(self._heap, (*state, key))
-
-    def _evict(self, keep: set[Key]) -> bool:
-        victim = None
-        if self.policy == "lru":
-            victim = next((k for k in self._order if k not in keep), None)
-            if victim is not None:
-                del self._order[victim]
-        else:
-            held = []
-            while self._heap:
-                count, tick, key = heapq.heappop(self._heap)
-                if self._state.get(key) != (count, tick):
-                    continue  # stale: the key was used (or evicted) since
-                if key in keep:
-                    held.append((count, tick, key))
-                    continue
-                victim = key
-                del self._state[key]
-                break
-            for item in held:
-                heapq.heappush(self._heap, item)
-        if victim is None:
-            return False
-        self._free.append(self.slots.pop(victim))
-        return True
-
-    def _decay(self) -> None:
-        """Halve every count (forget old popularity); rebuild the heap from the resident keys."""
-        self._count = {k: c // 2 for k, c in self._count.items() if c > 1}
-        self._state = {k: (self._count.get(k, 0), t) for k, (_, t) in self._state.items()}
-        self._heap = [(c, t, k) for k, (c, t) in self._state.items()]
-        heapq.heapify(self._heap)
+    def admit(
+        self, layer: int, neurons: torch.Tensor, active: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Make room for just-read bundles `neurons`: (admitted neurons, their slots), a prefix of
+        `neurons`; the caller copies their bytes into the slots. Neurons of this step (`active`)
+        are never evicted, so a step does not evict what it is using."""
+        if self.capacity == 0 or neurons.numel() == 0:
+            return neurons[:0], neurons[:0]
+        free = self._free[layer]
+        need = neurons.numel() - len(free)
+        if need > 0:
+            resident = self.slot[layer] >= 0
+            resident[active] = False
+            candidates = resident.nonzero().squeeze(1)
+            if candidates.numel():
+                key = self.last[layer, candidates]
+                if self.policy == "lfu":
+                    key = key + (self.count[layer, candidates] << 32)
+                n = min(need, candidates.numel())
+                victims = candidates[torch.topk(key, n, largest=False).indices]
+                free.extend(self.slot[layer, victims].tolist())
+                self.slot[layer, victims] = -1
+        n = min(neurons.numel(), len(free))
+        taken = torch.tensor(free[len(free) - n :][::-1], dtype=torch.long)
+        del free[len(free) - n :]
+        admitted = neurons[:n]
+        self.slot[layer, admitted] = taken
+        self.last[layer, admitted] = self._steps[layer]
+        return admitted, taken
 
 
 def simulate(
     trace: Sequence[Sequence[Sequence[int]]],
     capacity: int,
     policy: str,
-    pinned: set[Key] | None = None,
-    decay_every: int = 1 << 17,
+    pinned: set[tuple[int, int]] | None = None,
+    decay_steps: int = 32,
 ) -> CacheStats:
     """Replay `trace` (per token, per layer, the active neurons): pinned neurons never miss; the
-    rest go through a cache of `capacity` bundles. Returns the cache's hit statistics."""
-    cache = NeuronCache(capacity, policy, decay_every)
+    rest go through a cache of `capacity` bundles per layer. Returns the cache's hit statistics."""
     pinned = pinned or set()
+    layers = len(trace[0]) if trace else 0
+    neurons = 1 + max((n for token in trace for active in token for n in active), default=0)
+    cache = NeuronCache(layers, neurons, capacity, policy, decay_steps)
     for token in trace:
         for layer, active in enumerate(token):
-            cold = [n for n in active if (layer, n) not in pinned]
-            hits, misses = cache.lookup(layer, cold)
-            cache.admit(layer, misses, protect=hits)
+            ids = torch.tensor(sorted(active), dtype=torch.long)
+            cold = torch.tensor([n for n in ids.tolist() if (layer, n) not in pinned], dtype=torch.long)
+            slots = cache.lookup(layer, cold)
+            cache.admit(layer, cold[slots < 0], ids)
     return cache.stats

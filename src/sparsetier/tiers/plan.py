@@ -191,7 +191,7 @@ def summarize(plan: Plan, tensors: list[TensorInfo]) -> list[ItemSummary]:
 
 class BudgetTooSmall(SparsetierError):
     def __init__(self, budget: int, minimum: int, detail: str = ""):
-        self.budget, self.minimum = budget, minimum
+        self.budget, self.minimum, self.detail = budget, minimum, detail
         super().__init__(
             f"memory budget {fmt_size(budget)} is too small for this model: it needs at least "
             f"{fmt_size(minimum)} ({minimum} bytes){detail}"

@@ -20,10 +20,20 @@ import torch
 
 from ..errors import SparsetierError
 from ..progress import byte_bar
+from ..sparsity.predictor import Predictor
 from ..weights.tensor import FileRegion, QuantTensor
 from .budget import Accounting, fmt_size, parse_size
+from .bundles import FFN_NAMES, bundles_path, prepare_bundles
 from .limit import LimitBudget
-from .plan import EMBED, HEAD, Piece, Plan, TensorInfo, layer_of, make_plan
+from .neurons import (
+    NeuronPlan,
+    NeuronStore,
+    StreamedNeuronFFN,
+    activation_frequency,
+    fixed_bytes,
+    plan_neurons,
+)
+from .plan import EMBED, HEAD, BudgetTooSmall, Piece, Plan, TensorInfo, layer_of, make_plan
 from .prefetch import Prefetcher
 from .storage import ModelFile, drop_page_cache
 from .streamed import DiskRows, SplitWeight, StreamedBlocks, StreamedHead, UnitBinding, placeholder
@@ -57,16 +67,35 @@ class TieredWeights:
         self.bindings: dict[int, UnitBinding] = {}
         self.embed_rows: DiskRows | None = None
         self.limit: LimitBudget | None = None  # how a process memory limit became the budget, if one did
+        self.neurons: NeuronStore | None = None  # FFN neuron bundles, when neurons stream
+        self.predictors: list[Predictor] | None = None
 
     @classmethod
-    def load(cls, source: Any, budget: int | str, *, slots: int = 2, progress: bool = False) -> TieredWeights:
+    def load(
+        cls,
+        source: Any,
+        budget: int | str,
+        *,
+        slots: int = 2,
+        progress: bool = False,
+        predictors: list[Predictor] | None = None,
+        cache_policy: str = "lfu",
+    ) -> TieredWeights:
         """Plan `source` (a weights.loader.ModelSource) under `budget` (bytes, "1G", "25%") and
-        load its resident part."""
+        load its resident part. With `predictors` (one per layer) the FFNs stream as neuron
+        bundles, only the predicted-active ones per token (`neurons.py`)."""
         weights: dict[str, QuantTensor] = source.weights
+        held = sum(p.fc1.nbytes + p.fc2.nbytes for p in predictors or [])  # they count as weights
+        plan, neuron_plan = plan_tiers(
+            source,
+            budget,
+            slots=slots,
+            neurons=predictors is not None,
+            progress=progress,
+            predictor_bytes=held,
+        )
         infos = tensor_infos(weights)
-        total = sum(t.nbytes for t in infos)
-        budget_bytes = parse_size(budget, whole=total)
-        plan = make_plan(infos, budget_bytes, tied=source.config.tie_embeddings, slots=slots)
+        budget_bytes = plan.budget
         end = max(t.offset + t.nbytes for t in infos)
         file = ModelFile(source.path, end=end)
         accounting = Accounting(budget_bytes)
@@ -77,6 +106,11 @@ class TieredWeights:
                 accounting.reserve("stream buffers", plan.stream_buffer_bytes)
                 store.stream = Prefetcher(file, plan.units, plan.slot_bytes, plan.slots)
             store._bind_units()
+            if neuron_plan is not None:
+                accounting.reserve("neuron predictors", held)
+                path = bundles_path(source.path)
+                store.neurons = NeuronStore(path, neuron_plan, accounting, cache_policy)
+                store.predictors = predictors
         except BaseException:
             file.close()
             raise
@@ -94,7 +128,11 @@ class TieredWeights:
     # -- installing into a built model --------------------------------------------------
 
     def install(self, model: Any) -> None:
-        """Make `model` use the tiers: streamed blocks, split weights, streamed head/embedding."""
+        """Make `model` use the tiers: streamed blocks, split weights, streamed head/embedding,
+        and FFNs that read their predicted neurons from the neuron store."""
+        if self.neurons is not None:
+            for i, (blk, pred) in enumerate(zip(model.blocks, self.predictors, strict=True)):
+                blk.ffn = StreamedNeuronFFN(blk.ffn, pred, self.neurons, i)
         for p in self.parts.values():
             if len(p.pinned) + len(p.streamed) > 1 and p.tensor.name not in (EMBED, HEAD):
                 _replace_everywhere(model.blocks, p.tensor, self._split(p))
@@ -146,6 +184,7 @@ class TieredWeights:
             "stream_read_s": stats.read_s if stats else 0.0,
             "direct_io": self.file.direct,
             "limit": dataclasses.asdict(self.limit) if self.limit else None,
+            "neurons": self.neurons.report() if self.neurons else None,
         }
 
     def summary(self) -> str:
@@ -163,12 +202,50 @@ class TieredWeights:
             f"resident {fmt_size(r['resident_bytes'])} ({tiers}); "
             f"streams {fmt_size(r['streamed_bytes_per_token'])}/token of {fmt_size(r['weight_bytes'])} "
             f"(read so far {fmt_size(r['disk_bytes_read'])}, waited {r['stream_wait_s']:.2f} s for reads)"
+            + (f"; {self.neurons.plan.summary()}" if self.neurons else "")
         )
 
     def close(self) -> None:
         if self.stream is not None:
             self.stream.close()
+        if self.neurons is not None:
+            self.neurons.close()
         self.file.close()
+
+
+def plan_tiers(
+    source: Any,
+    budget: int | str,
+    *,
+    slots: int = 2,
+    neurons: bool = False,
+    progress: bool = False,
+    predictor_bytes: int = 0,
+) -> tuple[Plan, NeuronPlan | None]:
+    """The placement of a model under `budget`: the layer/head plan and, with `neurons`, which
+    FFN neuron bundles stay resident (writing the bundle file first if needed; the predictors'
+    `predictor_bytes` come out of the budget too)."""
+    infos = tensor_infos(source.weights)
+    total = sum(t.nbytes for t in infos)
+    budget_bytes = parse_size(budget, whole=total)
+    layout, fixed = None, 0
+    if neurons:
+        layout = prepare_bundles(source, progress)
+        ffn = {f"blk.{x.layer}.{n}.weight" for x in layout for n in FFN_NAMES}
+        infos = [t for t in infos if t.name not in ffn]  # the FFNs leave the layer stream
+        fixed = fixed_bytes(layout) + predictor_bytes
+    try:
+        plan = make_plan(infos, max(0, budget_bytes - fixed), tied=source.config.tie_embeddings, slots=slots)
+    except BudgetTooSmall as e:
+        if not fixed:
+            raise
+        extra = f", plus {fmt_size(fixed)} of down scales, neuron working buffers and predictors"
+        raise BudgetTooSmall(budget_bytes, e.minimum + fixed, e.detail + extra) from None
+    plan.weight_bytes, plan.budget, plan.minimum_budget = total, budget_bytes, plan.minimum_budget + fixed
+    if layout is None:
+        return plan, None
+    room = budget_bytes - fixed - plan.resident_bytes
+    return plan, plan_neurons(layout, room, activation_frequency(source.path))
 
 
 def _load_pinned(

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from .. import kernels
-from .neuron_cache import Key, simulate
+from .neuron_cache import simulate
+
+Key = tuple[int, int]  # (layer, neuron)
 
 
 class _Recorder:
@@ -91,19 +93,18 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{args.model}: {layers} layers x {n} neurons, {active} active per token and layer, bundle {bundle} B"
     )
-    # LFU counts are halved every `decay` lookups: about every token, or every 32 tokens
-    per_token = layers * active
-    decays = {"LFU/1 tok": per_token, "LFU/32 tok": 32 * per_token}
+    # LFU counts are halved every token of the layer, or every 32 tokens
+    decays = {"LFU/1 tok": 1, "LFU/32 tok": 32}
     print("pinned/layer  cache/layer  cache MB   LRU hit  " + "  ".join(f"{k:>10}" for k in decays))
     for pin_frac in (0.0, 0.1):
         pinned = hot_set(profile, int(n * pin_frac))
         for cache_frac in (0.05, 0.1, 0.2, 0.4):
-            cap = int(n * cache_frac) * layers
+            cap = int(n * cache_frac)
             lru = simulate(replay, cap, "lru", pinned)
-            lfus = [simulate(replay, cap, "lfu", pinned, decay_every=d) for d in decays.values()]
+            lfus = [simulate(replay, cap, "lfu", pinned, decay_steps=d) for d in decays.values()]
             print(
-                f"{pin_frac:11.0%}  {cache_frac:11.0%}  {fmt_size(cap * bundle):>8}  {lru.hit_rate:8.1%}  "
-                + "  ".join(f"{s.hit_rate:10.1%}" for s in lfus),
+                f"{pin_frac:11.0%}  {cache_frac:11.0%}  {fmt_size(cap * layers * bundle):>8}  "
+                f"{lru.hit_rate:8.1%}  " + "  ".join(f"{s.hit_rate:10.1%}" for s in lfus),
                 flush=True,
             )
 
