@@ -244,3 +244,24 @@ def test_bench_runner_takes_a_sparsity_option(smollm_profiled: str) -> None:
     assert loaded.info()["sparse_skip_bytes_per_token"] > 0
     with pytest.raises(SparsetierError, match="unknown options"):
         run_sparsetier.load(smollm_profiled, 2, 64, {"sparsity": "40%", "bogus": 1})
+
+
+def _rss_file_bytes() -> int:
+    """Resident pages of file mappings in this process (the GGUF's, mostly)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssFile:"))
+
+
+def test_column_conversion_gives_back_the_mapped_pages(smollm_profiled: str) -> None:
+    """The column layout replaces a weight in memory: its mapped file pages are released, so
+    resident memory holds one copy; the dense engine still reads them back after `remove`."""
+    engine = Engine.load(smollm_profiled, threads=2, ctx_size=64, progress=False)  # prefaulted
+    ids = engine.tokenizer.encode(reference_text())[:12]
+    dense = engine.prefill(ids)
+    before = _rss_file_bytes()
+    applied = sparsity.enable(engine, "50%")
+    converted = sum(w.w.nbytes for w in applied.wrappers.values())
+    assert before - _rss_file_bytes() > converted // 2
+    sparsity.remove(engine.model)
+    engine.slots[0].tokens.clear()
+    assert torch.equal(engine.prefill(ids), dense)

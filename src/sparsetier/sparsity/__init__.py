@@ -67,7 +67,10 @@ def enable(
     levels = levels_for(profile, spec, scope)
     if ffn_skips:  # the FFN picks its own neurons: thresholds stay on attention
         levels = {k: v for k, v in levels.items() if k.split(".")[1] in ("q", "k", "v", "o")}
-    return apply(engine.model, profile, levels, layout)
+    gguf = engine.source.gguf
+    return apply(
+        engine.model, profile, levels, layout, release=(lambda w: gguf.release(w.source)) if gguf else None
+    )
 
 
 def enable_head(engine: object, mode: str = "auto", greedy: bool = True) -> SparseHead | None:

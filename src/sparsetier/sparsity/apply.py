@@ -12,6 +12,7 @@ A projection at sparsity 0 keeps its original weight, so `--sparsity 0` is the d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -145,9 +146,11 @@ def apply(
     levels: dict[str, float],
     layout: str = "columns",
     wrap_all: bool = False,
+    release: Callable[[QuantTensor], None] | None = None,
 ) -> Applied:
     """Wrap each projection with a level > 0 (every projection with `wrap_all`, so that
-    `set_levels` can later change any of them) in a SparseLinear with its threshold."""
+    `set_levels` can later change any of them) in a SparseLinear with its threshold. `release(w)`
+    is called for each weight once its column layout replaces it (to drop the mapped copy)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}")
     if len(model.blocks) != profile.n_layers:
@@ -168,6 +171,8 @@ def apply(
             if type(w) is not QuantTensor:
                 raise SparsetierError("sparsity cannot be combined with streamed (tiered) weights yet")
             sw = SparseLinear(w, ts.get(key, -1.0), layout)
+            if sw.cw is not None and release is not None and w.source is not None:
+                release(w)  # one tensor at a time: the peak holds one extra copy, not all of them
             setattr(owner, attr, sw)
             wrappers[key] = sw
     return Applied(wrappers, dict(levels))

@@ -185,7 +185,6 @@ class NeuronStore:
         plan: NeuronPlan,
         accounting: Accounting,
         policy: str = "lfu",
-        progress: bool = False,
     ):
         self.plan, self.layers = plan, plan.layers
         self.file = ModelFile(path)
@@ -235,8 +234,8 @@ class NeuronStore:
     # -- reading ------------------------------------------------------------------------
 
     def _read(self, layer: LayerBundles, neurons: torch.Tensor):
-        """Yield (positions in `neurons`, bundles [m, bundle_bytes]) for sorted `neurons`, read
-        from the file in batches that fit the staging buffer."""
+        """Yield (positions in `neurons`, their bundles [m, bundle_bytes / word] as words) for sorted
+        `neurons`, read from the file in batches that fit the staging buffer."""
         if neurons.numel() == 0:
             return
         bb = layer.bundle_bytes
@@ -345,6 +344,7 @@ class NeuronStore:
             "pinned_hit_rate": s.pinned_hits / s.wanted if s.wanted else 0.0,
             "cache_hit_rate": s.cache_hits / cold if cold else 0.0,
             "bundles_read": s.read,
+            "neuron_disk_bytes": self.file.bytes_read,
             "neuron_requests": s.requests,
             "neuron_read_s": s.read_s,
         }

@@ -11,6 +11,7 @@ message instead of an IndexError deep inside numpy.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from functools import cached_property
@@ -167,6 +168,19 @@ class GGUFFile:
         except (ValueError, KeyError, UnicodeDecodeError, OverflowError, IndexError) as e:
             raise ModelFileError(f"{self.path}: corrupt GGUF header ({e})") from None
         self.file_size = self.reader.data.shape[0]
+
+    def release(self, region: FileRegion) -> None:
+        """Give back the mapped pages that lie wholly inside `region` (madvise DONTNEED), for
+        weights that were copied elsewhere (the sparse column layout): resident memory then holds
+        one copy, not two. Nothing is lost: the mapping is of an unchanged file, so a later read
+        faults the pages in again."""
+        mm = getattr(self.reader.data, "_mmap", None)  # numpy's memmap keeps the mmap object here
+        if mm is None or not hasattr(mm, "madvise"):
+            return
+        start = -(-region.offset // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = (region.offset + region.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
