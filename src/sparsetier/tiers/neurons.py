@@ -268,14 +268,14 @@ class NeuronStore:
             f.result()
         self.stats.requests += len(batch)
         self.stats.read_s += time.perf_counter() - t0
-        lo = torch.searchsorted(neurons, torch.tensor([b[0] for b in batch]))
+        # requests cover consecutive stretches of `neurons`, in order: one vector op for all
+        first = torch.tensor([b[0] for b in batch])
+        inner = torch.tensor([b[4] for b in batch])
+        lo = torch.searchsorted(neurons, first)
         hi = torch.searchsorted(neurons, torch.tensor([b[1] for b in batch]))
-        pos, offs = [], []
-        for (first, _, _, _, inner), a, b in zip(batch, lo.tolist(), hi.tolist(), strict=True):
-            ids = neurons[a:b]
-            pos.append(torch.arange(a, b))
-            offs.append(inner + (ids - first) * layer.bundle_bytes)
-        pos_t, offs_t = torch.cat(pos), torch.cat(offs)
+        request = torch.repeat_interleave(torch.arange(len(batch)), hi - lo)
+        pos_t = torch.arange(int(lo[0]), int(hi[-1]))
+        offs_t = inner[request] + (neurons[pos_t] - first[request]) * layer.bundle_bytes
         self.stats.read += pos_t.numel()
         yield pos_t, self._staged[offs_t // self._word, : layer.bundle_bytes // self._word]
 

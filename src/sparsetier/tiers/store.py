@@ -94,9 +94,8 @@ class TieredWeights:
             progress=progress,
             predictor_bytes=held,
         )
-        infos = tensor_infos(weights)
         budget_bytes = plan.budget
-        end = max(t.offset + t.nbytes for t in infos)
+        end = max(w.source.offset + w.source.nbytes for w in weights.values())  # plan_tiers checked them
         file = ModelFile(source.path, end=end)
         accounting = Accounting(budget_bytes)
         try:

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define ST_AVX2 1
@@ -39,6 +40,35 @@ enum QType : int {
   Q6_K = 14,
   BF16 = 30,
 };
+
+// A kernel templated on the type, called for a runtime type id: f(std::integral_constant<int, T>{})
+// for the block-quantized types (with_block_qtype) or every supported type (with_qtype); an
+// unsupported type returns a value-initialised result. One switch here instead of one per kernel.
+template <class F>
+decltype(auto) with_block_qtype(int t, F&& f) {
+  using R = decltype(f(std::integral_constant<int, Q4_0>{}));
+  switch (t) {
+    case Q4_0: return f(std::integral_constant<int, Q4_0>{});
+    case Q4_1: return f(std::integral_constant<int, Q4_1>{});
+    case Q5_0: return f(std::integral_constant<int, Q5_0>{});
+    case Q5_1: return f(std::integral_constant<int, Q5_1>{});
+    case Q8_0: return f(std::integral_constant<int, Q8_0>{});
+    case Q4_K: return f(std::integral_constant<int, Q4_K>{});
+    case Q5_K: return f(std::integral_constant<int, Q5_K>{});
+    case Q6_K: return f(std::integral_constant<int, Q6_K>{});
+    default: return R();
+  }
+}
+
+template <class F>
+decltype(auto) with_qtype(int t, F&& f) {
+  switch (t) {
+    case F32: return f(std::integral_constant<int, F32>{});
+    case F16: return f(std::integral_constant<int, F16>{});
+    case BF16: return f(std::integral_constant<int, BF16>{});
+    default: return with_block_qtype(t, f);
+  }
+}
 
 constexpr int QK = 32;    // block size of the 32-weight types
 constexpr int QK_K = 256;  // super-block size of the k-quants

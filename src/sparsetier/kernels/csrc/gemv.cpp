@@ -194,33 +194,13 @@ void run_range(const Job& job, int64_t i0, int64_t i1, const float* x, int64_t n
                const QAct& a32, const QAct& ak) {
   const int t = job.w.qtype;
   if (exact || is_float_type(t)) {
-    switch (t) {
-      case F32: return exact_rows<F32>(job, i0, i1, x, n, k);
-      case F16: return exact_rows<F16>(job, i0, i1, x, n, k);
-      case BF16: return exact_rows<BF16>(job, i0, i1, x, n, k);
-      case Q4_0: return exact_rows<Q4_0>(job, i0, i1, x, n, k);
-      case Q4_1: return exact_rows<Q4_1>(job, i0, i1, x, n, k);
-      case Q5_0: return exact_rows<Q5_0>(job, i0, i1, x, n, k);
-      case Q5_1: return exact_rows<Q5_1>(job, i0, i1, x, n, k);
-      case Q8_0: return exact_rows<Q8_0>(job, i0, i1, x, n, k);
-      case Q4_K: return exact_rows<Q4_K>(job, i0, i1, x, n, k);
-      case Q5_K: return exact_rows<Q5_K>(job, i0, i1, x, n, k);
-      case Q6_K: return exact_rows<Q6_K>(job, i0, i1, x, n, k);
-      default: return;
-    }
+    return with_qtype(t, [&](auto q) { exact_rows<decltype(q)::value>(job, i0, i1, x, n, k); });
   }
   const bool g16 = use_g16(t, n, exact);
-  switch (t) {
-    case Q4_0: return fast_range<Q4_0>(job, i0, i1, a32, g16);
-    case Q4_1: return fast_range<Q4_1>(job, i0, i1, a32, g16);
-    case Q5_0: return fast_range<Q5_0>(job, i0, i1, a32, g16);
-    case Q5_1: return fast_range<Q5_1>(job, i0, i1, a32, g16);
-    case Q8_0: return fast_range<Q8_0>(job, i0, i1, a32, g16);
-    case Q4_K: return fast_range<Q4_K>(job, i0, i1, ak, g16);
-    case Q5_K: return fast_range<Q5_K>(job, i0, i1, ak, g16);
-    case Q6_K: return fast_range<Q6_K>(job, i0, i1, ak, g16);
-    default: return;
-  }
+  with_block_qtype(t, [&](auto q) {
+    constexpr int T = decltype(q)::value;
+    fast_range<T>(job, i0, i1, is_kquant(T) ? ak : a32, g16);
+  });
 }
 
 int64_t row_bytes_of(const Weight& w) { return w.cols / block_weights(w.qtype) * block_bytes(w.qtype); }
@@ -297,20 +277,7 @@ void dequant_row(const uint8_t* row, int64_t cols, float* out) {
 using RowFn = void (*)(const uint8_t*, int64_t, float*);
 
 RowFn row_fn(int t) {
-  switch (t) {
-    case F32: return dequant_row<F32>;
-    case F16: return dequant_row<F16>;
-    case BF16: return dequant_row<BF16>;
-    case Q4_0: return dequant_row<Q4_0>;
-    case Q4_1: return dequant_row<Q4_1>;
-    case Q5_0: return dequant_row<Q5_0>;
-    case Q5_1: return dequant_row<Q5_1>;
-    case Q8_0: return dequant_row<Q8_0>;
-    case Q4_K: return dequant_row<Q4_K>;
-    case Q5_K: return dequant_row<Q5_K>;
-    case Q6_K: return dequant_row<Q6_K>;
-    default: return nullptr;
-  }
+  return with_qtype(t, [](auto q) -> RowFn { return dequant_row<decltype(q)::value>; });
 }
 
 // float32 -> bfloat16 (round to nearest even), 8 at a time where possible.

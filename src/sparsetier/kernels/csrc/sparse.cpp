@@ -749,17 +749,7 @@ void fast_piece_simd(const Job& J, int64_t blk, int64_t s0, int64_t s1, float* y
 }
 
 void fast_piece(const Job& J, int64_t blk, int64_t s0, int64_t s1, float* y) {
-  switch (J.L.qtype) {
-    case Q4_0: return fast_piece_simd<Q4_0>(J, blk, s0, s1, y);
-    case Q4_1: return fast_piece_simd<Q4_1>(J, blk, s0, s1, y);
-    case Q5_0: return fast_piece_simd<Q5_0>(J, blk, s0, s1, y);
-    case Q5_1: return fast_piece_simd<Q5_1>(J, blk, s0, s1, y);
-    case Q8_0: return fast_piece_simd<Q8_0>(J, blk, s0, s1, y);
-    case Q4_K: return fast_piece_simd<Q4_K>(J, blk, s0, s1, y);
-    case Q5_K: return fast_piece_simd<Q5_K>(J, blk, s0, s1, y);
-    case Q6_K: return fast_piece_simd<Q6_K>(J, blk, s0, s1, y);
-    default: return;
-  }
+  with_block_qtype(J.L.qtype, [&](auto q) { fast_piece_simd<decltype(q)::value>(J, blk, s0, s1, y); });
 }
 #else
 void fast_piece(const Job& J, int64_t blk, int64_t s0, int64_t s1, float* y) { fast_piece_scalar(J, blk, s0, s1, y); }
