@@ -324,6 +324,29 @@ def test_linear_multi(exact: bool) -> None:
 
 
 @pytest.mark.parametrize("exact", [True, False])
+def test_input_thresholds(exact: bool) -> None:
+    """threshold=t: the product over the input with |x| <= t zeroed, bit for bit (the kernel
+    masks before quantizing); linear_multi with one threshold per weight (shared or not)."""
+    ws = [
+        _weight(GGMLType.Q4_K, 37, 512),
+        _weight(GGMLType.Q5_0, 5, 512, seed=4),
+        _weight(GGMLType.Q8_0, 9, 512),
+    ]
+    ts = [0.5, -1.0, 0.5]
+    for n in (1, 3, 40):  # 40 rows: the prefill path
+        x = _x(n, 512, seed=n)
+        with kernels.set_exact(exact):
+            for w, t in zip(ws, ts, strict=True):
+                shrunk = torch.where(x.abs() > t, x, 0.0) if t >= 0 else x
+                y = kernels.linear(x, w, None, t)
+                assert torch.equal(y, kernels.linear(shrunk, w))
+                assert t < 0 or not torch.equal(y, kernels.linear(x, w))
+            ys = kernels.linear_multi(x, ws, None, ts)
+            for y, w, t in zip(ys, ws, ts, strict=True):
+                assert torch.equal(y, kernels.linear(x, w, None, t))
+
+
+@pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize(
     "qtype", [GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q5_0, GGMLType.Q8_0, GGMLType.F16], ids=lambda t: t.name
 )
@@ -391,3 +414,23 @@ def test_bad_inputs() -> None:
 def test_read_bandwidth() -> None:
     bw = kernels.measure_read_bandwidth(64 << 20, reps=2)
     assert 0.5 < bw < 2000
+
+
+def test_read_runs_probe() -> None:
+    """The probe behind `bench runs` reads only the listed runs: a twentieth of the runs of a
+    buffer larger than the caches takes well under the time of all of them; bad runs are refused."""
+    from sparsetier.kernels import _ext
+
+    buf = torch.randint(0, 256, (128 << 20,), dtype=torch.uint8)
+    n = buf.numel() // 4096
+    every = torch.arange(n)
+    few = torch.arange(0, n, 20)
+
+    def best(runs: torch.Tensor) -> float:
+        return min(_ext.read_runs_seconds(buf, 4096, runs, 8) for _ in range(3))
+
+    assert 0 < best(few) < 0.5 * best(every)
+    with pytest.raises(RuntimeError, match="multiple of 256"):
+        _ext.read_runs_seconds(buf, 100, few, 0)
+    with pytest.raises(RuntimeError, match="out of range"):
+        _ext.read_runs_seconds(buf, 4096, torch.tensor([n]), 0)

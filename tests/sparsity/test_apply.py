@@ -83,6 +83,16 @@ def test_sparse_linear_mask_layout_same_numbers() -> None:
     assert torch.allclose(a, b, rtol=0, atol=1e-5 * b.abs().max().item())
 
 
+def test_break_even_is_measured_once_per_shape() -> None:
+    """The column kernel wins at 95% skipped on any shape (it reads a twentieth of the bytes);
+    the measurement is kept for the process."""
+    assert sparse.break_even(GGMLType.Q5_0, 2048, 640, levels=(0.95,)) == 0.95
+    key = (int(GGMLType.Q5_0), 2048, 640, torch.get_num_threads())
+    sparse._BREAK_EVEN[key] = 0.25  # a later call reads the kept value instead of timing again
+    assert sparse.break_even(GGMLType.Q5_0, 2048, 640) == 0.25
+    del sparse._BREAK_EVEN[key]
+
+
 def test_parse_level() -> None:
     assert sparsity.parse_level("40%") == pytest.approx(0.4)
     assert sparsity.parse_level("0.4") == pytest.approx(0.4)
@@ -131,6 +141,30 @@ def test_column_kernels_at_level_zero_give_the_dense_tokens(smollm_profiled: str
         assert _greedy(engine, prompt, 24) == dense_exact
 
 
+def test_auto_layout_keeps_low_levels_on_the_dense_kernel(smollm_profiled: str, monkeypatch) -> None:
+    """The default layout puts a projection on the column kernel only from the level where it is
+    faster (`sparse.break_even`, fixed here at 50%); below it the threshold stays, on the dense
+    GEMV: the same logits as the mask layout (exact mode), not the dense model's."""
+    monkeypatch.setattr(sparse, "break_even", lambda qtype, rows, cols: 0.5)
+    engine = Engine.load(smollm_profiled, ctx_size=64, progress=False, prefault=False)
+    profile = sparsity.load_profile(smollm_profiled)
+    levels = {
+        f"{i}.{p}": (0.6 if p == "down" else 0.3) for i in range(engine.cfg.n_layers) for p in ("q", "down")
+    }
+    ids = engine.tokenizer.encode(reference_text())[:12]
+    with kernels.set_exact(True):
+        applied = sparsity.apply(engine.model, profile, levels)
+        assert {k for k, w in applied.wrappers.items() if w.cw is not None} == {
+            k for k in levels if k.endswith("down")
+        }
+        auto = engine.forward_tokens(ids, 0, 0)
+        sparsity.apply(engine.model, profile, levels, "mask")
+        masked = engine.forward_tokens(ids, 0, 0)
+        sparsity.remove(engine.model)
+        dense = engine.forward_tokens(ids, 0, 0)
+    assert torch.allclose(auto, masked, atol=1e-3) and not torch.allclose(auto, dense, atol=1e-3)
+
+
 _HF_NAMES = {
     "q": "self_attn.q_proj",
     "k": "self_attn.k_proj",
@@ -155,7 +189,7 @@ def test_sparse_logits_match_transformers_with_the_same_thresholds(
     transformers = pytest.importorskip("transformers")
     engine = Engine.load(smollm_profiled, ctx_size=256, progress=False, prefault=False)
     profile = sparsity.load_profile(smollm_profiled)
-    applied = sparsity.enable(engine, "40%", scope)
+    applied = sparsity.enable(engine, "40%", scope, layout="columns")
     assert len(applied.wrappers) == engine.cfg.n_layers * (7 if scope == "all" else 1)
     assert all(w.cw is not None for w in applied.wrappers.values())
     ts = sparsity.thresholds(profile, applied.levels)
@@ -234,11 +268,13 @@ def test_sparse_logits_match_transformers_with_the_same_thresholds(
         assert (a - b).abs().max().item() <= 1e-3
 
 
-def test_bench_runner_takes_a_sparsity_option(smollm_profiled: str) -> None:
+def test_bench_runner_takes_a_sparsity_option(smollm_profiled: str, monkeypatch) -> None:
     """`sparsetier bench --sparsity` passes {"sparsity": level} to our runner."""
     from sparsetier.bench import run_sparsetier
 
-    loaded = run_sparsetier.load(smollm_profiled, 2, 64, {"sparsity": "40%", "sparsity_scope": "down"})
+    monkeypatch.setattr(sparse, "break_even", lambda qtype, rows, cols: 0.5)  # columns at 60%
+
+    loaded = run_sparsetier.load(smollm_profiled, 2, 64, {"sparsity": "60%", "sparsity_scope": "down"})
     ids = list(range(100, 110))
     assert len(list(loaded.generate(ids, 4))) == 4
     assert loaded.info()["sparse_skip_bytes_per_token"] > 0
@@ -259,7 +295,7 @@ def test_column_conversion_gives_back_the_mapped_pages(smollm_profiled: str) -> 
     ids = engine.tokenizer.encode(reference_text())[:12]
     dense = engine.prefill(ids)
     before = _rss_file_bytes()
-    applied = sparsity.enable(engine, "50%")
+    applied = sparsity.enable(engine, "50%", layout="columns")
     converted = sum(w.w.nbytes for w in applied.wrappers.values())
     assert before - _rss_file_bytes() > converted // 2
     sparsity.remove(engine.model)

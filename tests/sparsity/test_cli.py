@@ -56,7 +56,7 @@ def test_profile_eval_and_run(tmp_path, capsys) -> None:
     engine = Engine.load(path, ctx_size=128, progress=False, prefault=False)
     ids = engine.tokenizer.encode(builtin_text("pydoc:eval"))[:300]
     assert abs(perplexity(engine, ids, 128, 128, progress=False).ppl / dense - 1) < 1e-4
-    sparsity.enable(engine, "50%", "down")
+    sparsity.enable(engine, "50%", "down", layout="columns")
     ppl = perplexity(engine, ids, 128, 128, progress=False).ppl
     # both run bf16 GEMMs in fast mode; only summation order differs
     assert abs(ppl / rows[("50%", "down")] - 1) < 2e-3

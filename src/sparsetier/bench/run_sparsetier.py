@@ -58,7 +58,7 @@ def load(path: str, threads: int, ctx_size: int, options: dict[str, Any]) -> Loa
             # the low-rank head and the candidates' rows replace the full output weight
             per_row = head.w.nbytes / head.w.shape[0]
             out["sparse_skip_bytes_per_token"] = (
-                head.w.nbytes - head.head.lowrank.nbytes - (per_row * head.candidates / max(1, head.calls))
+                head.w.nbytes - head.head.approx_bytes - (per_row * head.candidates / max(1, head.calls))
             )
         if applied is not None:
             out["sparse_skip_bytes_per_token"] = out.get("sparse_skip_bytes_per_token", 0) + (

@@ -57,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and save it in the profile",
     )
     p.add_argument(
+        "--head-only",
+        action="store_true",
+        help="(re)fit only the sparse output head into the model's existing profile: calibration and "
+        "allocation are kept (implies --sparse-head)",
+    )
+    p.add_argument(
         "--head-tokens",
         type=int,
         default=4096,
@@ -90,14 +96,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.max_tokens < 2 or args.ctx < 2:
         raise SparsetierError("need --max-tokens >= 2 and --ctx >= 2")
     budget = parse_fraction(args.max_ppl_increase, "--max-ppl-increase") if args.max_ppl_increase else None
+    if args.head_only and budget is not None:
+        raise SparsetierError("--head-only keeps the saved allocation: drop --max-ppl-increase")
     text = read_text(args.calib)
     engine = Engine.load(args.model, threads=args.threads, ctx_size=args.ctx, progress=args.progress)
     ids = engine.tokenizer.encode(text)[: args.max_tokens]
     if len(ids) < 2:
         raise SparsetierError("the calibration text is too short")
-    profile = prof.profile_model(engine, ids, args.calib, ctx=args.ctx, progress=args.progress)
     path = prof.sidecar_path(engine.source.path)
-    prof.save_profile(profile, path)  # saved now, so a failed or interrupted allocation loses nothing
+    if args.head_only:
+        profile = prof.load_profile(engine.source.path)
+        budget, args.sparse_head = None, True
+    else:
+        profile = prof.profile_model(engine, ids, args.calib, ctx=args.ctx, progress=args.progress)
+        prof.save_profile(profile, path)  # saved now, so a failed or interrupted allocation loses nothing
     if budget is not None:
         held = engine.tokenizer.encode(read_text(args.holdout))[: args.holdout_tokens]
         alloc = choose_allocation(engine, profile, held, budget, args.ctx)

@@ -101,37 +101,50 @@ def _usable(x: torch.Tensor, w: QuantTensor) -> bool:
     return _ext is not None and w.qtype in _KERNEL_TYPES and x.is_cpu and w.data.is_cpu and w.data.dim() == 2
 
 
-def linear(x: torch.Tensor, w: QuantTensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x @ W.T (+ bias) for x [..., in_features] float32 -> [..., out_features] float32.
+def linear(
+    x: torch.Tensor, w: QuantTensor, bias: torch.Tensor | None = None, threshold: float = -1.0
+) -> torch.Tensor:
+    """y = x @ W.T (+ bias) for x [..., in_features] float32 -> [..., out_features] float32;
+    inputs with |x| <= threshold count as 0 (activation sparsity on the dense kernel; < 0: none).
 
     `w` may also be a weight wrapper (sparse or streamed weights) that is not a QuantTensor:
     it brings its own `linear(x, bias)`."""
     if type(w) is not QuantTensor:
         return w.linear(x, bias)
     if not _usable(x, w):
-        return reference.linear(x, w, bias)
+        return reference.linear(_shrink(x, threshold), w, bias)
     cols = w.shape[-1]
     if x.numel() > PREFILL_MIN_TOKENS * cols:
-        y = _prefill_linear(x.reshape(-1, cols), w, bias)
+        y = _prefill_linear(_shrink(x, threshold).reshape(-1, cols), w, bias)
         return y.reshape(*x.shape[:-1], w.shape[0])
     # The C++ side takes any leading dimensions (reshapes cost ~1.5 us each in Python).
-    return _ext.linear(x, w.data, int(w.qtype), w.shape[0], cols, bias, _exact)
+    return _ext.linear(x, w.data, int(w.qtype), w.shape[0], cols, bias, _exact, threshold)
+
+
+def _shrink(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    return torch.nn.functional.hardshrink(x, threshold) if threshold >= 0 else x
 
 
 def linear_multi(
-    x: torch.Tensor, ws: Sequence[QuantTensor], biases: Sequence[torch.Tensor | None] | None = None
+    x: torch.Tensor,
+    ws: Sequence[QuantTensor],
+    biases: Sequence[torch.Tensor | None] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> list[torch.Tensor]:
     """[x @ W.T (+ b) for W in ws] for weights sharing one input (q/k/v, gate/up): the
-    activations are quantized once and one parallel region covers all rows."""
+    activations are quantized once (per distinct threshold) and one parallel region covers
+    all rows."""
     if biases is None:
         biases = [None] * len(ws)
+    if thresholds is None:
+        thresholds = [-1.0] * len(ws)
     if type(ws[0]) is not QuantTensor and hasattr(ws[0], "linear_multi"):
         return ws[0].linear_multi(x, ws, biases)  # sparse weights fuse their own group
     cols = x.shape[-1]
     if x.numel() > PREFILL_MIN_TOKENS * cols or not all(type(w) is QuantTensor and _usable(x, w) for w in ws):
-        return [linear(x, w, b) for w, b in zip(ws, biases, strict=True)]
+        return [linear(x, w, b, t) for w, b, t in zip(ws, biases, thresholds, strict=True)]
     datas, qtypes, rows = [w.data for w in ws], [int(w.qtype) for w in ws], [w.shape[0] for w in ws]
-    return _ext.linear_multi(x, datas, qtypes, rows, cols, list(biases), _exact)
+    return _ext.linear_multi(x, datas, qtypes, rows, cols, list(biases), _exact, list(thresholds))
 
 
 def linear_rows(

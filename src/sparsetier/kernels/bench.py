@@ -6,6 +6,7 @@
     python -m sparsetier.kernels.bench prefill         # prefill GEMM candidates, 512 tokens
     python -m sparsetier.kernels.bench roofline
     python -m sparsetier.kernels.bench sparse --types Q4_K,Q6_K   # column kernels vs dense GEMV
+    python -m sparsetier.kernels.bench runs    # the memory bound of skipping channel records
 
 Weights are cycled through enough copies (~1 GB) that they stream from DRAM, not the
 32 MB L3, as a real model's do. Numbers are medians of repeated runs.
@@ -154,6 +155,45 @@ def bench_sparse(types: list[str], shapes: list[tuple[int, int]], levels: list[f
                     flush=True,
                 )
             del ws, cws
+    return out
+
+
+def bench_runs(run_sizes: list[int], fraction: float = 0.5, ahead: int = 8, rounds: int = 15) -> list[dict]:
+    """The most an input-sparse kernel can gain here: the time to read a random `fraction` of the
+    runs of a 512 MB buffer (and every 1/fraction-th run) against reading all of them, per run size
+    (a channel record of the column layout is one run: 768 B for 1536 outputs of Q4_K), with the
+    runs `ahead` further on software-prefetched. Pure reads, no arithmetic; the cases alternate
+    over `rounds` and each reports its median."""
+    size = 512 << 20
+    buf = torch.randint(0, 256, (size,), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for run in run_sizes:
+        n = size // run
+        lists = {
+            "all": torch.arange(n),
+            "random": torch.nonzero(torch.rand(n, generator=g) >= 1 - fraction).squeeze(1),
+            "alternate": torch.arange(0, n, max(1, round(1 / fraction))),
+        }
+        times: dict[str, list[float]] = {k: [] for k in lists}
+        for _ in range(rounds):
+            for k, v in lists.items():
+                times[k].append(_ext.read_runs_seconds(buf, run, v, ahead))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        row = dict(
+            run_bytes=run,
+            fraction=fraction,
+            all_gbps=size / med["all"] / 1e9,
+            random_speedup=med["all"] / med["random"],
+            alternate_speedup=med["all"] / med["alternate"],
+        )
+        out.append(row)
+        print(
+            f"runs of {run:5d} B: all {row['all_gbps']:.1f} GB/s; a random {fraction:.0%} of them "
+            f"{row['random_speedup']:.2f}x faster, one run in {round(1 / fraction)} "
+            f"{row['alternate_speedup']:.2f}x (ideal {1 / fraction:.2f}x)",
+            flush=True,
+        )
     return out
 
 
@@ -431,7 +471,7 @@ def _int8pack(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "what", choices=["gemv", "sparse", "head", "model", "overhead", "prefill", "roofline", "all"]
+        "what", choices=["gemv", "sparse", "runs", "head", "model", "overhead", "prefill", "roofline", "all"]
     )
     ap.add_argument("--models", default=",".join(sorted(glob.glob(os.path.join(MODEL_DIR, "*.gguf")))))
     ap.add_argument("--no-llama", action="store_true", help="skip the llama.cpp comparison")
@@ -441,6 +481,8 @@ def main() -> None:
     ap.add_argument("--threads", default="2,1")
     ap.add_argument("--repeat", type=int, default=1, help="rounds per case (best kept)")
     ap.add_argument("--levels", default="0,0.25,0.5,0.75", help="input sparsities of the sparse case")
+    ap.add_argument("--run-bytes", default="768,1024,2048,4096,8192", help="run sizes of the runs case")
+    ap.add_argument("--read-fraction", type=float, default=0.5, help="share of the runs the runs case reads")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     threads = [int(v) for v in a.threads.split(",")]
@@ -460,6 +502,9 @@ def main() -> None:
         shapes = [tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")]
         levels = [float(v) for v in a.levels.split(",")]
         res["sparse"] = bench_sparse(a.types.split(","), shapes, levels)  # type: ignore[arg-type]
+    if a.what in ("runs", "all"):
+        torch.set_num_threads(max(threads))
+        res["runs"] = bench_runs([int(v) for v in a.run_bytes.split(",")], a.read_fraction)
     if a.what in ("head", "all"):
         res["head"] = bench_head(ns, threads)
     if a.what in ("model", "all"):

@@ -13,6 +13,7 @@ replaces the row-major weight in memory rather than adding a copy.
     ys = col_linear_multi(x, [cw1, cw2], [t1, t2])
     y = col_linear(x, cw, index=active)       # exactly the listed channels
     w = col_dequantize(cw)                    # float [cols, rows] = W.T (tests, prefill)
+    s = break_even(GGMLType.Q4_K, 1536, 8960) # lowest sparsity at which columns beat the GEMV
 
 Without the C++ extension everything runs on the reference path (dequantize + masked
 float product).
@@ -20,6 +21,7 @@ float product).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -207,3 +209,54 @@ def bytes_read(reset: bool = False) -> int:
     """Weight bytes the sparse decode kernels have read since the last reset (records of active
     channels plus the scales of every unit with an active channel)."""
     return int(_ext.col_bytes_read(reset)) if _ext is not None else 0
+
+
+_BREAK_EVEN: dict[tuple[int, int, int, int], float] = {}
+_PROBE_BYTES = 128 << 20  # 4x the L3 here: the copies stream from DRAM, as a model's weights do
+
+
+def break_even(
+    qtype: GGMLType, rows: int, cols: int, levels: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+) -> float:
+    """The lowest input sparsity at which the column kernel is >= 5% faster than the dense GEMV
+    for this type and shape on this machine with torch's thread count (1.0: never), measured
+    once per process on random weights cycled through ~128 MB (0.1-0.5 s). It moves with the
+    shape far more than with sparsity (2 threads here: Q5_0 2048x640 wins from 30%, Q4_K 8960x1536
+    from 40-50%, Q4_K 640x2048 only at 90%; `python -m sparsetier.kernels.bench sparse`), so it is
+    measured, not assumed."""
+    key = (int(qtype), rows, cols, torch.get_num_threads())
+    if key in _BREAK_EVEN:
+        return _BREAK_EVEN[key]
+    from .synth import random_quant
+
+    w = random_quant(qtype, rows, cols, seed=0)
+    n = max(2, min(64, _PROBE_BYTES // w.nbytes))
+    dense = [w] + [QuantTensor(w.name, qtype, w.shape, w.data.clone()) for _ in range(n - 1)]
+    cw = to_columns(w)
+    cols_ = [cw] + [
+        ColumnWeight(cw.name, qtype, cw.shape, cw.records.clone(), cw.scales.clone()) for _ in range(n - 1)
+    ]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, cols, generator=g)
+
+    from . import linear
+
+    def pass_seconds(fn) -> float:
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        return time.perf_counter() - t0
+
+    found = 1.0
+    for level in levels:
+        xs = x * (torch.rand(cols, generator=g) >= level)
+        # alternating passes, the best of each (a busy neighbour only adds time)
+        t_dense = t_cols = float("inf")
+        for _ in range(3):
+            t_dense = min(t_dense, pass_seconds(lambda i: linear(x, dense[i])))
+            t_cols = min(t_cols, pass_seconds(lambda i, xs=xs: col_linear(xs, cols_[i], 0.0)))
+        if t_dense >= 1.05 * t_cols:
+            found = level
+            break
+    _BREAK_EVEN[key] = found
+    return found

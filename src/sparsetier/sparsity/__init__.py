@@ -40,7 +40,7 @@ def enable(
     engine: object,
     spec: str | float | None,
     scope: str = "all",
-    layout: str = "columns",
+    layout: str = "auto",
     predictors: str | None = None,
 ) -> Applied | None:
     """Turn on activation sparsity in a loaded engine: thresholds at level `spec` (None or 0:
@@ -57,10 +57,10 @@ def enable(
 
         preds = predictor.load_powerinfer(predictors, engine.cfg.n_layers)
         for blk, p in zip(engine.model.blocks, preds, strict=True):
-            blk.ffn = predictor.PredictedFFN(blk.ffn, p, columns=layout == "columns")
+            blk.ffn = predictor.PredictedFFN(blk.ffn, p, columns=layout != "mask")
     elif ffn_skips:
         # ReLU-family FFNs skip their zero neurons exactly
-        relu.install(engine.model, columns=layout == "columns")
+        relu.install(engine.model, columns=layout != "mask")
     if dense:
         return None
     profile = load_profile(engine.source.path)

@@ -34,12 +34,17 @@ _SLOTS = (
     ("down", "down"),
 )
 SCOPES = {"all": tuple(PROJECTIONS), "down": ("down",)}
-LAYOUTS = ("columns", "mask")
+# "auto": the column layout where it is faster than the dense GEMV on this machine, i.e. from the
+# level `sparse.break_even` measures for the weight's type and shape (it moves from 30% to never
+# with the shape: short channel records stream badly); a projection allocated less keeps its
+# threshold on the dense GEMV (the same numbers, no bytes saved).
+LAYOUTS = ("auto", "columns", "mask")
 
 
 class SparseLinear:
     """A projection that skips input channels with |x| <= threshold (a negative threshold
-    keeps all). Reads only active channels' weights when it holds a column layout."""
+    keeps all). Reads only active channels' weights when it holds a column layout; otherwise
+    (layout "mask", or "dense": the GEMV over the thresholded input) it saves no bytes."""
 
     def __init__(self, w: QuantTensor, threshold: float, layout: str = "columns"):
         self.w = w
@@ -47,7 +52,8 @@ class SparseLinear:
         self.threshold = float(threshold)
         use_cols = layout == "columns" and kernels.has_extension() and type(w) is QuantTensor
         self.cw = sparse.to_columns(w) if use_cols and sparse.supports(w) else None
-        self.kept = self.seen = 0  # input channels kept / seen (mask layout only: free to count)
+        self.count = layout == "mask"  # quality runs count the kept channels (a sync per call)
+        self.kept = self.seen = 0  # input channels kept / seen (mask layout)
 
     @property
     def nbytes(self) -> int:
@@ -56,20 +62,39 @@ class SparseLinear:
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if self.cw is not None:
             return sparse.col_linear(x, self.cw, self.threshold, bias)
-        if self.threshold >= 0:
+        if self.threshold >= 0 and self.count:
             keep = x.abs() > self.threshold
             self.kept += int(keep.sum())
             self.seen += keep.numel()
             x = x * keep
-        return kernels.linear(x, self.w, bias)
+            return kernels.linear(x, self.w, bias)
+        return kernels.linear(x, self.w, bias, self.threshold)  # the kernel zeroes |x| <= t
 
     def linear_multi(
         self, x: torch.Tensor, ws: list[SparseLinear], biases: list[torch.Tensor | None]
     ) -> list[torch.Tensor]:
-        """Weights sharing one input (q/k/v, gate/up): one kernel call when all are columns."""
-        if all(isinstance(w, SparseLinear) and w.cw is not None for w in ws):
-            return sparse.col_linear_multi(x, [w.cw for w in ws], [w.threshold for w in ws], list(biases))
-        return [kernels.linear(x, w, b) for w, b in zip(ws, biases, strict=True)]
+        """Weights sharing one input (q/k/v, gate/up): one kernel call for those on the column
+        kernels and one for those on the dense GEMV (each with its own threshold)."""
+        # (column weight, GGML weight, threshold) of each; a plain weight is dense, unthresholded
+        parts = [(w.cw, w.w, w.threshold) if isinstance(w, SparseLinear) else (None, w, -1.0) for w in ws]
+        if any(isinstance(w, SparseLinear) and w.count for w in ws) or any(
+            type(p[1]) is not QuantTensor for p in parts
+        ):
+            return [kernels.linear(x, w, b) for w, b in zip(ws, biases, strict=True)]
+        out: list[torch.Tensor | None] = [None] * len(ws)
+        for on_columns in (True, False):
+            pick = [i for i, p in enumerate(parts) if (p[0] is not None) == on_columns]
+            if not pick:
+                continue
+            bs = [biases[i] for i in pick]
+            ts = [parts[i][2] for i in pick]
+            if on_columns:
+                ys = sparse.col_linear_multi(x, [parts[i][0] for i in pick], ts, bs)
+            else:
+                ys = kernels.linear_multi(x, [parts[i][1] for i in pick], bs, ts)
+            for i, y in zip(pick, ys, strict=True):
+                out[i] = y
+        return out
 
 
 def parse_level(text: str | float) -> float:
@@ -144,7 +169,7 @@ def apply(
     model: object,
     profile: Profile,
     levels: dict[str, float],
-    layout: str = "columns",
+    layout: str = "auto",
     wrap_all: bool = False,
     release: Callable[[QuantTensor], None] | None = None,
 ) -> Applied:
@@ -170,7 +195,12 @@ def apply(
                 continue
             if type(w) is not QuantTensor:
                 raise SparsetierError("sparsity cannot be combined with streamed (tiered) weights yet")
-            sw = SparseLinear(w, ts.get(key, -1.0), layout)
+            lay = layout
+            if layout == "auto":
+                fits = kernels.has_extension() and sparse.supports(w)
+                wins = fits and levels.get(key, 0.0) >= sparse.break_even(w.qtype, *w.shape)
+                lay = "columns" if wins else "dense"
+            sw = SparseLinear(w, ts.get(key, -1.0), lay)
             if sw.cw is not None and release is not None and w.source is not None:
                 release(w)  # one tensor at a time: the peak holds one extra copy, not all of them
             setattr(owner, attr, sw)

@@ -205,7 +205,8 @@ def load_profile(model_path: str, path: str | None = None, check: bool = True) -
 def _head_info(head: object | None) -> dict | None:
     if head is None:
         return None
-    return {"candidates": head.candidates, "shape": list(head.lowrank.shape), **head.info}
+    lr = head.lowrank
+    return {**head.info, "candidates": head.candidates, "shape": list(lr.shape), "qtype": lr.qtype.name}
 
 
 def _head_of(info: dict | None, tensors: dict[str, torch.Tensor]) -> object | None:
@@ -215,7 +216,8 @@ def _head_of(info: dict | None, tensors: dict[str, torch.Tensor]) -> object | No
     from ..weights.tensor import QuantTensor
     from .head import HeadApprox
 
-    lowrank = QuantTensor("output.lowrank", GGMLType.Q8_0, tuple(info["shape"]), tensors["head_lowrank"])
+    qtype = GGMLType[info.get("qtype", "Q8_0")]  # profiles made before the Q4_0 heads hold Q8_0
+    lowrank = QuantTensor("output.lowrank", qtype, tuple(info["shape"]), tensors["head_lowrank"])
     return HeadApprox(tensors["head_proj"], lowrank, int(info["candidates"]), info)
 
 

@@ -1,8 +1,14 @@
-// Memory read bandwidth probe: the roofline the GEMV kernels are measured against.
+// Memory read bandwidth probes: the roofline the GEMV kernels are measured against.
 //
-// Each thread reads its own contiguous half (third, ...) of a buffer much larger than
-// the caches with wide loads and a trivial reduction (so the loop is load-bound), the way
-// a GEMV streams its rows. Best of `reps` passes.
+// read_bandwidth: each thread reads its own contiguous half (third, ...) of a buffer much
+// larger than the caches with wide loads and a trivial reduction (so the loop is load-bound),
+// the way a GEMV streams its rows. Best of `reps` passes.
+//
+// read_runs_seconds: the bound of input-sparse kernels. The column layout skips an inactive
+// channel's record, a run of run_bytes (768 B for a 1536-output Q4_K matrix); this reads only
+// the listed runs of a large buffer, in ascending order (as the kernels visit them), each
+// thread a contiguous share of the list, with the next runs software-prefetched. How much
+// faster half of the runs read than all of them is the most any such kernel can gain at 50%.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -47,13 +53,9 @@ uint64_t read_sum(const uint8_t* p, int64_t n) {
 #endif
 }
 
-}  // namespace
-
-double read_bandwidth(int64_t bytes, int reps) {
-  const int64_t n = std::max<int64_t>(1 << 20, bytes / 4096 * 4096);
+uint8_t* filled_buffer(int64_t n, int64_t nthreads) {
   uint8_t* buf = (uint8_t*)std::aligned_alloc(4096, (size_t)n);
-  if (!buf) return 0.0;
-  const int64_t nthreads = at::get_num_threads();
+  if (!buf) return nullptr;
   // First touch by the threads that will read each part (page placement), non-zero data.
   at::parallel_for(0, nthreads, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
@@ -61,6 +63,16 @@ double read_bandwidth(int64_t bytes, int reps) {
       for (int64_t i = lo; i < hi; ++i) buf[i] = (uint8_t)(i * 131 + 7);
     }
   });
+  return buf;
+}
+
+}  // namespace
+
+double read_bandwidth(int64_t bytes, int reps) {
+  const int64_t n = std::max<int64_t>(1 << 20, bytes / 4096 * 4096);
+  const int64_t nthreads = at::get_num_threads();
+  uint8_t* buf = filled_buffer(n, nthreads);
+  if (!buf) return 0.0;
   double best = 0.0;
   volatile uint64_t sink = 0;
   for (int r = 0; r < std::max(1, reps); ++r) {
@@ -78,6 +90,30 @@ double read_bandwidth(int64_t bytes, int reps) {
   }
   std::free(buf);
   return best;
+}
+
+double read_runs_seconds(const uint8_t* buf, int64_t run_bytes, const int64_t* runs, int64_t n_runs, int64_t ahead) {
+  const int64_t nthreads = at::get_num_threads();
+  std::vector<uint64_t> part((size_t)nthreads, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  at::parallel_for(0, nthreads, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t i0 = n_runs * t / nthreads, i1 = n_runs * (t + 1) / nthreads;
+      uint64_t s = 0;
+      for (int64_t i = i0; i < i1; ++i) {
+        if (ahead > 0 && i + ahead < i1) {
+          const char* q = (const char*)(buf + runs[i + ahead] * run_bytes);
+          for (int64_t o = 0; o < run_bytes; o += 64) __builtin_prefetch(q + o, 0, 2);
+        }
+        s += read_sum(buf + runs[i] * run_bytes, run_bytes);
+      }
+      part[(size_t)t] = s;
+    }
+  });
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  volatile uint64_t sink = 0;
+  for (uint64_t v : part) sink = sink + v;
+  return sec;
 }
 
 }  // namespace st

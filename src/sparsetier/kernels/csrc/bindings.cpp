@@ -69,7 +69,7 @@ const float* bias_ptr(const std::optional<at::Tensor>& bias, int64_t n, at::Tens
 }
 
 at::Tensor linear(const at::Tensor& x_, const at::Tensor& data, int64_t qtype, int64_t rows, int64_t cols,
-                  const std::optional<at::Tensor>& bias, bool exact) {
+                  const std::optional<at::Tensor>& bias, bool exact, double threshold) {
   const Weight w = weight_of(data, qtype, rows, cols);
   const at::Tensor x = as_input(x_, cols);
   const int64_t n = x.numel() / cols;
@@ -81,6 +81,7 @@ at::Tensor linear(const at::Tensor& x_, const at::Tensor& data, int64_t qtype, i
   jobs[0].y = y.data_ptr<float>();
   jobs[0].ldy = rows;
   jobs[0].bias = bias_ptr(bias, rows, keep);
+  jobs[0].threshold = (float)threshold;
   {
     pybind11::gil_scoped_release nogil;
     st::run_jobs(x.data_ptr<float>(), n, cols, jobs, exact);
@@ -91,9 +92,10 @@ at::Tensor linear(const at::Tensor& x_, const at::Tensor& data, int64_t qtype, i
 std::vector<at::Tensor> linear_multi(const at::Tensor& x_, const std::vector<at::Tensor>& datas,
                                      const std::vector<int64_t>& qtypes, const std::vector<int64_t>& rows,
                                      int64_t cols, const std::vector<std::optional<at::Tensor>>& biases,
-                                     bool exact) {
+                                     bool exact, const std::vector<double>& thresholds) {
   const size_t m = datas.size();
-  TORCH_CHECK(qtypes.size() == m && rows.size() == m && (biases.empty() || biases.size() == m),
+  TORCH_CHECK(qtypes.size() == m && rows.size() == m && (biases.empty() || biases.size() == m) &&
+                  (thresholds.empty() || thresholds.size() == m),
               "sparsetier._C.linear_multi: argument lists differ in length");
   const at::Tensor x = as_input(x_, cols);
   const int64_t n = x.numel() / cols;
@@ -106,6 +108,7 @@ std::vector<at::Tensor> linear_multi(const at::Tensor& x_, const std::vector<at:
     jobs[i].y = ys[i].data_ptr<float>();
     jobs[i].ldy = rows[i];
     jobs[i].bias = biases.empty() ? nullptr : bias_ptr(biases[i], rows[i], keep[i]);
+    jobs[i].threshold = thresholds.empty() ? -1.f : (float)thresholds[i];
   }
   {
     pybind11::gil_scoped_release nogil;
@@ -177,6 +180,17 @@ double read_bandwidth(int64_t bytes, int64_t reps) {
   return st::read_bandwidth(bytes, (int)reps);
 }
 
+double read_runs_seconds(const at::Tensor& buf, int64_t run_bytes, const at::Tensor& runs_, int64_t ahead) {
+  const at::Tensor runs = runs_.to(at::kLong).contiguous();
+  const int64_t* rp = runs.data_ptr<int64_t>();
+  TORCH_CHECK(buf.is_contiguous() && buf.scalar_type() == at::kByte && run_bytes > 0 && run_bytes % 256 == 0,
+              "sparsetier._C.read_runs_seconds: a contiguous uint8 buffer and runs of a multiple of 256 bytes");
+  for (int64_t i = 0; i < runs.numel(); ++i)
+    TORCH_CHECK(rp[i] >= 0 && (rp[i] + 1) * run_bytes <= buf.numel(), "sparsetier._C.read_runs_seconds: run out of range");
+  pybind11::gil_scoped_release nogil;
+  return st::read_runs_seconds(buf.data_ptr<uint8_t>(), run_bytes, rp, runs.numel(), ahead);
+}
+
 }  // namespace
 
 void register_decode_ops(pybind11::module& m);  // decode_ops.cpp
@@ -184,12 +198,13 @@ void register_sparse_ops(pybind11::module& m);  // sparse.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "sparsetier CPU kernels on GGML-quantized weights";
-  m.def("linear", &linear, "y = x @ W.T (+ bias) on GGML weights", pybind11::arg("x"), pybind11::arg("data"),
-        pybind11::arg("qtype"), pybind11::arg("rows"), pybind11::arg("cols"), pybind11::arg("bias"),
-        pybind11::arg("exact"));
+  m.def("linear", &linear, "y = x @ W.T (+ bias) on GGML weights, inputs with |x| <= threshold as 0",
+        pybind11::arg("x"), pybind11::arg("data"), pybind11::arg("qtype"), pybind11::arg("rows"),
+        pybind11::arg("cols"), pybind11::arg("bias"), pybind11::arg("exact"), pybind11::arg("threshold") = -1.0);
   m.def("linear_multi", &linear_multi, "several weights sharing one input, one parallel region",
         pybind11::arg("x"), pybind11::arg("datas"), pybind11::arg("qtypes"), pybind11::arg("rows"),
-        pybind11::arg("cols"), pybind11::arg("biases"), pybind11::arg("exact"));
+        pybind11::arg("cols"), pybind11::arg("biases"), pybind11::arg("exact"),
+        pybind11::arg("thresholds") = std::vector<double>{});
   m.def("linear_rows", &linear_rows, "only the output rows `index`", pybind11::arg("x"), pybind11::arg("data"),
         pybind11::arg("qtype"), pybind11::arg("rows"), pybind11::arg("cols"), pybind11::arg("index"),
         pybind11::arg("bias"), pybind11::arg("exact"));
@@ -198,6 +213,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("bf16"), pybind11::arg("out") = pybind11::none());
   m.def("read_bandwidth", &read_bandwidth, "memory read bandwidth, GB/s", pybind11::arg("bytes"),
         pybind11::arg("reps"));
+  m.def("read_runs_seconds", &read_runs_seconds, "seconds to read the listed runs of a buffer once",
+        pybind11::arg("buf"), pybind11::arg("run_bytes"), pybind11::arg("runs"), pybind11::arg("ahead"));
   m.def("simd_level", []() { return std::string(st::simd_level()); });
   register_decode_ops(m);
   register_sparse_ops(m);

@@ -211,20 +211,47 @@ constexpr int64_t kMinBytesPerThread = 48 * 1024;
 
 }  // namespace
 
+// One input as the jobs with one threshold see it: x with |x| <= threshold zeroed (activation
+// sparsity on the dense GEMV), quantized once for every job that needs each format.
+struct Input {
+  float threshold = -1.f;
+  std::vector<float> masked;  // empty: x itself
+  QAct a32, ak;
+  const float* x = nullptr;
+};
+
 void run_jobs(const float* x, int64_t n, int64_t k, std::vector<Job>& jobs, bool exact) {
-  // Quantize the activations once for all jobs that need each format.
-  // (Per calling thread, reused across calls; the worker threads must see the caller's
-  // buffers, so the lambdas below use these references, never the thread_locals.)
-  thread_local QAct tl32, tlk;
-  QAct& a32 = tl32;
-  QAct& ak = tlk;
-  bool need32 = false, needk = false;
-  for (const Job& j : jobs) {
-    if (exact || is_float_type(j.w.qtype)) continue;
-    (is_kquant(j.w.qtype) ? needk : need32) = true;
+  // Per calling thread, reused across calls; the worker threads must see the caller's
+  // buffers, so the lambdas below use these references, never the thread_locals.
+  thread_local std::vector<Input> tl_inputs;
+  std::vector<Input>& inputs = tl_inputs;
+  std::vector<size_t> input_of(jobs.size());
+  size_t used = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const float t = jobs[j].threshold < 0.f ? -1.f : jobs[j].threshold;
+    size_t i = 0;
+    while (i < used && inputs[i].threshold != t) ++i;
+    if (i == used) {
+      if (inputs.size() <= used) inputs.emplace_back();
+      Input& in = inputs[used++];
+      in.threshold = t;
+      in.x = x;
+      if (t >= 0.f) {
+        in.masked.resize((size_t)(n * k));
+        for (int64_t e = 0; e < n * k; ++e) in.masked[e] = std::fabs(x[e]) > t ? x[e] : 0.f;
+        in.x = in.masked.data();
+      }
+      bool need32 = false, needk = false;
+      for (size_t q = j; q < jobs.size(); ++q) {
+        const float tq = jobs[q].threshold < 0.f ? -1.f : jobs[q].threshold;
+        if (tq != t || exact || is_float_type(jobs[q].w.qtype)) continue;
+        (is_kquant(jobs[q].w.qtype) ? needk : need32) = true;
+      }
+      if (need32) quantize_act_q8_32(in.x, n, k, in.a32);
+      if (needk) quantize_act_q8_k(in.x, n, k, in.ak);
+    }
+    input_of[j] = i;
   }
-  if (need32) quantize_act_q8_32(x, n, k, a32);
-  if (needk) quantize_act_q8_k(x, n, k, ak);
 
   // Split the rows of all jobs by bytes of weights, one contiguous range per thread, so
   // each thread streams its part of memory sequentially. The 16-row kernels take whole
@@ -250,7 +277,8 @@ void run_jobs(const float* x, int64_t n, int64_t k, std::vector<Job>& jobs, bool
       // A unit belongs to the part that holds its first byte.
       const int64_t i0 = (b - start[j] + rb[j] - 1) / rb[j] * unit[j];
       const int64_t i1 = std::min(jobs[j].n_out, (e - start[j] + rb[j] - 1) / rb[j] * unit[j]);
-      if (i0 < i1) run_range(jobs[j], i0, i1, x, n, k, exact, a32, ak);
+      const Input& in = inputs[input_of[j]];
+      if (i0 < i1) run_range(jobs[j], i0, i1, in.x, n, k, exact, in.a32, in.ak);
     }
   };
   if (nthreads == 1) {

@@ -52,6 +52,7 @@ struct Job {
   float* y = nullptr;
   int64_t ldy = 0;  // floats between activation rows of y
   const float* bias = nullptr;  // [n_out] (already gathered for indexed rows) or null
+  float threshold = -1.f;       // input channels with |x| <= threshold count as 0 (< 0: none)
 };
 
 // y = x @ W.T (+ bias) for every job, all sharing activations x [n][k] (contiguous).
@@ -65,6 +66,7 @@ void dequantize_rows_bf16(const Weight& w, const int64_t* index, int64_t n_rows,
 
 // Sustained read bandwidth over a buffer of `bytes`, GB/s (best of `reps`).
 double read_bandwidth(int64_t bytes, int reps);
+double read_runs_seconds(const uint8_t* buf, int64_t run_bytes, const int64_t* runs, int64_t n_runs, int64_t ahead);
 
 // Which SIMD level the kernels were compiled for: "avx512-vnni", "avx2" or "scalar".
 const char* simd_level();
